@@ -1,0 +1,94 @@
+"""The data the optimizers learn from: a frozen, numpy-only snapshot.
+
+The daemon turns its rated experience (and probe results) into one
+:class:`Snapshot` when an evolution step starts; nothing in ``optimizers/``
+knows about NATS, messages or the daemon. Shapes use ``N`` records, ``M``
+providers and ``S`` skills; skill 0 is always ``"*"``, the fallback.
+
+One record is one past request, kept so it can be re-decided under other
+weights without calling any provider again:
+
+* ``skill[n]``          which row of the weight matrix applies (0 = ``"*"``)
+* ``answered[n, m]``    provider ``m`` was called and returned an answer
+* ``sim[n, m, k]``      how much provider ``m``'s answer agrees with ``k``'s
+                        (1/0 for extracted answers under ``vote``, a text
+                        similarity in [0, 1] under ``select``; ``sim[n, m, m] = 1``)
+* ``served[n]``         index of the provider whose answer was served
+* ``reward[n]``         the rating of the served answer: 1.0 up, 0.0 down
+                        (NaN for a probe record, which has ``truth`` instead)
+* ``propensity[n]``     probability with which the served answer was chosen
+                        (1.0 when the recipe's own pick was served)
+* ``truth[n, m]``       ground truth for probe records: 1.0 / 0.0 per provider,
+                        NaN where unknown (every user-rated record)
+* ``weight[n]``         how much the record counts (probe weight, per-user caps)
+* ``cost[m]``           relative cost of calling provider ``m`` (mean 1 over providers)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An immutable view of the rated experience, for one optimization step."""
+
+    skills: tuple[str, ...]
+    providers: tuple[str, ...]
+    skill: IntArray
+    answered: BoolArray
+    sim: Float32Array
+    served: IntArray
+    reward: Float32Array
+    propensity: Float32Array
+    truth: Float32Array
+    weight: Float32Array
+    cost: FloatArray
+
+    def __post_init__(self) -> None:
+        n, m, s = len(self.skill), len(self.providers), len(self.skills)
+        if not self.skills or self.skills[0] != "*":
+            raise ValueError("skills must start with the fallback skill '*'")
+        expected = {
+            "answered": (n, m), "sim": (n, m, m), "served": (n,), "reward": (n,),
+            "propensity": (n,), "truth": (n, m), "weight": (n,), "cost": (m,),
+        }
+        for name, shape in expected.items():
+            got = getattr(self, name).shape
+            if got != shape:
+                raise ValueError(f"snapshot field {name!r} has shape {got}, expected {shape}")
+        if n and (self.skill.min() < 0 or self.skill.max() >= s):
+            raise ValueError(f"snapshot skill indices must lie in [0, {s})")
+
+    @property
+    def n_records(self) -> int:
+        return len(self.skill)
+
+    def subset(self, index: npt.NDArray[np.int64] | BoolArray) -> Snapshot:
+        """The same snapshot restricted to some records (for train/hold-out splits)."""
+        return Snapshot(
+            skills=self.skills, providers=self.providers, skill=self.skill[index],
+            answered=self.answered[index], sim=self.sim[index], served=self.served[index],
+            reward=self.reward[index], propensity=self.propensity[index],
+            truth=self.truth[index], weight=self.weight[index], cost=self.cost,
+        )
+
+    @staticmethod
+    def empty(skills: tuple[str, ...], providers: tuple[str, ...]) -> Snapshot:
+        """A snapshot with no records."""
+        m = len(providers)
+        return Snapshot(
+            skills=skills, providers=providers, skill=np.zeros(0, np.int64),
+            answered=np.zeros((0, m), bool), sim=np.zeros((0, m, m), np.float32),
+            served=np.zeros(0, np.int64), reward=np.zeros(0, np.float32),
+            propensity=np.ones(0, np.float32), truth=np.zeros((0, m), np.float32),
+            weight=np.ones(0, np.float32), cost=np.ones(m),
+        )
