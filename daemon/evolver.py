@@ -1,0 +1,252 @@
+"""The evolver driver: when enough new ratings arrived, evolve, gate, promote.
+
+For each recipe this keeps a population of weight genomes (persisted under
+``<state>/evolver/<recipe>.npz``, so a restart resumes it). A step copies the
+rated records on the event loop, then builds the numpy snapshot and runs the
+optimizer in a worker thread; the best candidate goes through the promotion
+gate on held-out ratings, and a winner is written to the KV bucket with
+compare-and-set and announced. All of the learning maths lives in
+``optimizers/``; this module only moves data and decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from daemon.config import Config
+from daemon.experience import ExperienceIndex, Rated
+from daemon.recipe_store import RecipeStore
+from daemon.recipes import FALLBACK, Recipe
+from optimizers import (
+    FitnessParams,
+    GateDecision,
+    PygadOptimizer,
+    Snapshot,
+    effective_weights,
+    gate,
+    seed_population,
+    split_holdout,
+)
+
+log = structlog.get_logger("alchemist.evolver")
+
+
+@dataclass(slots=True)
+class _State:
+    """What the evolver carries between steps for one recipe."""
+
+    skills: tuple[str, ...] = (FALLBACK,)
+    population: np.ndarray | None = None
+    seen: int = 0
+    last_step: float = 0.0
+    generation: int = 0
+    seeds: np.random.SeedSequence = field(default_factory=np.random.SeedSequence)
+
+
+def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
+                   providers: Sequence[str]) -> Snapshot:
+    """Turn rated records into the optimizer's arrays (global provider order)."""
+    n, m = len(records), len(providers)
+    pos = {p: i for i, p in enumerate(providers)}
+    sk = {s: i for i, s in enumerate(skills)}
+    skill = np.zeros(n, np.int64)
+    answered = np.zeros((n, m), bool)
+    sim = np.zeros((n, m, m), np.float32)
+    sim[:, np.arange(m), np.arange(m)] = 1.0
+    served = np.zeros(n, np.int64)
+    reward = np.zeros(n, np.float32)
+    propensity = np.ones(n, np.float32)
+    cost_sum = np.zeros(m)
+    for r, rec in enumerate(records):
+        e = rec.experience
+        idx = [pos.get(p, -1) for p in e.providers]
+        local = np.asarray(e.sim, np.float32).reshape(len(idx), len(idx))
+        keep = [i for i, g in enumerate(idx) if g >= 0]
+        g = np.asarray([idx[i] for i in keep], np.int64)
+        sim[r][np.ix_(g, g)] = local[np.ix_(keep, keep)]
+        answered[r, g] = np.asarray(e.answered, bool)[keep]
+        skill[r] = sk.get(e.skill, 0)
+        served[r] = idx[e.served] if 0 <= e.served < len(idx) and idx[e.served] >= 0 else 0
+        reward[r] = 1.0 if rec.rating > 0 else 0.0
+        propensity[r] = e.propensity
+        if e.cost:
+            cost_sum[g] += np.asarray(e.cost)[keep]
+    cost = cost_sum / cost_sum.mean() if cost_sum.sum() > 0 else np.ones(m)
+    return Snapshot(skills=tuple(skills), providers=tuple(providers), skill=skill,
+                    answered=answered, sim=sim, served=served, reward=reward,
+                    propensity=propensity, truth=np.full((n, m), np.nan, np.float32),
+                    weight=np.ones(n, np.float32), cost=cost)
+
+
+def genome_of(recipe: Recipe, skills: Sequence[str], providers: Sequence[str]) -> np.ndarray:
+    """The recipe's weights as a flat genome (skills x providers)."""
+    return np.asarray([[recipe.row(s, providers)[p] for p in providers] for s in skills],
+                      np.float64).ravel()
+
+
+def weights_of(effective: np.ndarray, skills: Sequence[str],
+               providers: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Effective (S, M) weights as the recipe's ``{skill: {provider: weight}}``."""
+    return {s: {p: round(float(effective[i, j]), 4) for j, p in enumerate(providers)}
+            for i, s in enumerate(skills)}
+
+
+class Evolver:
+    """Evolves every configured recipe from this instance's rated experience."""
+
+    def __init__(self, cfg: Config, recipes: RecipeStore, index: ExperienceIndex,
+                 providers: Sequence[str]) -> None:
+        self.cfg = cfg
+        self.ecfg = cfg.evolver
+        self.recipes = recipes
+        self.index = index
+        self.providers = tuple(providers)
+        self.state: dict[str, _State] = {}
+        self.dir = cfg.state_dir / "evolver"
+        self.counts = {"steps": 0, "promotions": 0, "generations": 0}
+        self.last_gate: dict[str, GateDecision] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def params(self, recipe: Recipe) -> FitnessParams:
+        return FitnessParams(min_weight=recipe.min_weight, cost_weight=self.ecfg.cost_weight,
+                             shrink_k=self.ecfg.shrink_k, noise=self.ecfg.noise)
+
+    async def start(self) -> None:
+        for name in self.recipes.current:
+            self.state[name] = self._load(name)
+        if self.ecfg.enabled and self.providers:
+            self._task = asyncio.create_task(self._loop(), name="evolver")
+
+    async def _loop(self) -> None:
+        tick = min(1.0, self.ecfg.interval_s)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=tick)
+            self._wake.clear()
+            for name in list(self.recipes.current):
+                try:
+                    await self.maybe_step(name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("evolver_step_failed", recipe=name)
+
+    def _due(self, name: str, st: _State, total: int) -> bool:
+        new = total - st.seen
+        if new <= 0:
+            return False
+        return (new >= self.ecfg.min_new_ratings
+                or time.monotonic() - st.last_step >= self.ecfg.interval_s)
+
+    async def maybe_step(self, name: str, *, force: bool = False) -> GateDecision | None:
+        """Run one evolution step for a recipe if enough new ratings arrived."""
+        st = self.state.setdefault(name, _State())
+        records = list(self.index.rated_for(name))
+        if not records or not (force or self._due(name, st, len(records))):
+            return None
+        recipe = self.recipes.get(name)
+        if recipe is None:
+            return None
+        st.seen, st.last_step = len(records), time.monotonic()
+        decision, best, fitness = await asyncio.to_thread(self._step, name, st, recipe, records)
+        self.counts["steps"] += 1
+        self.counts["generations"] = self.counts["steps"] * self.ecfg.generations
+        self.last_gate[name] = decision
+        log.info("evolver_step", recipe=name, generation=st.generation, ratings=len(records),
+                 best_fitness=round(fitness, 4), promote=decision.promote,
+                 gain=round(decision.diff, 4), stderr=round(decision.stderr, 4),
+                 reason=decision.reason)
+        if decision.promote and best is not None:
+            await self._promote(recipe, best, decision, st, len(records))
+        await asyncio.to_thread(self._save, name, st)
+        return decision
+
+    def _step(self, name: str, st: _State, recipe: Recipe,
+              records: list[Rated]) -> tuple[GateDecision, np.ndarray | None, float]:
+        """Worker thread: snapshot, optimizer step, gate. Touches no shared state but ``st``."""
+        seen_skills = {r.experience.skill for r in records} | set(recipe.weights)
+        skills = (FALLBACK, *sorted(seen_skills - {FALLBACK}))
+        data = build_snapshot(records, skills, self.providers)
+        params = self.params(recipe)
+        holdout = split_holdout([r.key for r in records], self.ecfg.holdout_share)
+        train, test = data.subset(~holdout), data.subset(holdout)
+        incumbent = genome_of(recipe, skills, self.providers)
+        pop = st.population
+        if pop is None or skills != st.skills or pop.shape[1] != incumbent.size:
+            rng = np.random.default_rng(st.seeds.spawn(1)[0])
+            pop = seed_population(incumbent, train, self.ecfg.population, rng, params)
+            st.skills = skills
+        else:
+            pop = pop.copy()
+            pop[-1] = incumbent  # the incumbent always competes
+        result = PygadOptimizer(params, generations=self.ecfg.generations).step(
+            pop, train, st.seeds.spawn(1)[0])
+        st.population, st.generation = result.population, st.generation + self.ecfg.generations
+        decision = gate(result.best, incumbent, test, params, margin=self.ecfg.margin,
+                        z=self.ecfg.z, min_records=self.ecfg.min_ratings)
+        return decision, result.best, float(result.best_fitness)
+
+    async def _promote(self, recipe: Recipe, best: np.ndarray, decision: GateDecision,
+                       st: _State, n_ratings: int) -> None:
+        records = list(self.index.rated_for(recipe.name))
+        data = build_snapshot(records, st.skills, self.providers)
+        counts = np.bincount(data.skill, minlength=len(st.skills)).astype(np.float64)
+        eff = effective_weights(best[None, :], counts, self.params(recipe))[0]
+        new = recipe.successor(weights=weights_of(eff, st.skills, self.providers),
+                               reason="evolved", fitness=round(decision.candidate, 6),
+                               baseline_fitness=round(decision.incumbent, 6),
+                               n_ratings=n_ratings, generation=st.generation)
+        if await self.recipes.publish(new, expected_revision=self.recipes.revision(recipe.name)):
+            self.counts["promotions"] += 1
+
+    def wake(self) -> None:
+        """Check for due steps now (used by tests and after bursts of ratings)."""
+        self._wake.set()
+
+    def _path(self, name: str) -> Path:
+        return self.dir / f"{name}.npz"
+
+    def _save(self, name: str, st: _State) -> None:
+        if st.population is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{name}.tmp.npz"
+        np.savez(tmp, population=st.population, skills=np.asarray(st.skills),
+                 providers=np.asarray(self.providers), generation=st.generation)
+        os.replace(tmp, self._path(name))
+
+    def _load(self, name: str) -> _State:
+        st = _State()
+        path = self._path(name)
+        if not path.exists():
+            return st
+        try:
+            with np.load(path) as z:
+                if tuple(z["providers"].tolist()) == self.providers:
+                    st.population = z["population"].astype(np.float64)
+                    st.skills = tuple(z["skills"].tolist())
+                    st.generation = int(z["generation"])
+                    log.info("evolver_resumed", recipe=name, generation=st.generation,
+                             population=len(st.population))
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("evolver_state_unreadable", recipe=name, error=type(exc).__name__)
+        return st
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for name, st in self.state.items():
+            await asyncio.to_thread(self._save, name, st)

@@ -1,0 +1,145 @@
+"""Experience: what each served request leaves behind for the learning loop.
+
+An :class:`Experience` keeps what is needed to re-decide the request under
+other weights without calling a provider again (the skill, who answered, the
+agreement matrix of their answers, what was served and with what
+probability). Experiences go to the bounded JetStream stream
+``ALCHEMIST_EXPERIENCE``; a rating joined to its experience becomes a
+:class:`Rated` record in ``ALCHEMIST_RATED``. Every instance follows both
+streams, so whichever instance takes a rating can join it, and every
+evolver learns from all of them. In memory, both live in bounded maps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+EXPERIENCE_STREAM = "ALCHEMIST_EXPERIENCE"
+RATED_STREAM = "ALCHEMIST_RATED"
+
+
+@dataclass(frozen=True, slots=True)
+class Experience:
+    """One answered request, as the learning loop needs it."""
+
+    request_id: str
+    recipe: str
+    version: int
+    skill: str
+    strategy: str
+    providers: tuple[str, ...]
+    answered: tuple[bool, ...]
+    answers: tuple[str | None, ...]
+    #: row-major M x M agreement of the providers' answers (rounded to 1/1000)
+    sim: tuple[float, ...]
+    served: int
+    propensity: float = 1.0
+    cost: tuple[float, ...] = ()
+    ts: float = field(default_factory=time.time)
+
+    def sim_matrix(self) -> np.ndarray:
+        m = len(self.providers)
+        return np.asarray(self.sim, dtype=np.float32).reshape(m, m)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.request_id, "r": self.recipe, "v": self.version, "k": self.skill,
+                "st": self.strategy, "p": list(self.providers), "ok": list(self.answered),
+                "a": list(self.answers), "sim": list(self.sim), "s": self.served,
+                "pi": self.propensity, "c": list(self.cost), "ts": self.ts}
+
+    @staticmethod
+    def from_wire(d: dict[str, Any]) -> Experience:
+        return Experience(
+            request_id=d["id"], recipe=d["r"], version=d["v"], skill=d["k"], strategy=d["st"],
+            providers=tuple(d["p"]), answered=tuple(d["ok"]), answers=tuple(d["a"]),
+            sim=tuple(d["sim"]), served=d["s"], propensity=d["pi"], cost=tuple(d["c"]),
+            ts=d["ts"])
+
+
+@dataclass(frozen=True, slots=True)
+class Rated:
+    """An experience with one user's rating of the served answer (+1 / -1)."""
+
+    experience: Experience
+    rating: int
+    user: str
+    ts: float
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: one rating per request and user."""
+        return f"{self.experience.request_id}:{self.user}"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"e": self.experience.to_wire(), "y": self.rating, "u": self.user, "ts": self.ts}
+
+    @staticmethod
+    def from_wire(d: dict[str, Any]) -> Rated:
+        return Rated(Experience.from_wire(d["e"]), int(d["y"]), str(d["u"]), float(d["ts"]))
+
+
+def pack(obj: dict[str, Any]) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    out = msgpack.unpackb(data, raw=False)
+    if not isinstance(out, dict):
+        raise ValueError("not a map")
+    return out
+
+
+class BoundedMap(OrderedDict[str, Any]):
+    """An insertion-ordered map that forgets its oldest entries past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: str, value: Any) -> bool:
+        """Insert if new (returns False for a key already present)."""
+        if key in self:
+            return False
+        self[key] = value
+        while len(self) > self.limit:
+            self.popitem(last=False)
+        return True
+
+
+class ExperienceIndex:
+    """The in-memory, bounded view of both streams on this instance."""
+
+    def __init__(self, limit: int) -> None:
+        self.experiences = BoundedMap(limit)
+        self.rated = BoundedMap(limit)
+        #: bumped on every new rated record; the evolver compares it with what it has seen
+        self.rated_total = 0
+
+    def add_experience(self, exp: Experience) -> None:
+        self.experiences.put(exp.request_id, exp)
+
+    def get(self, request_id: str) -> Experience | None:
+        exp: Experience | None = self.experiences.get(request_id)
+        return exp
+
+    def add_rated(self, rec: Rated) -> bool:
+        added = self.rated.put(rec.key, rec)
+        if added:
+            self.rated_total += 1
+        return added
+
+    def has_rating(self, key: str) -> bool:
+        return key in self.rated
+
+    def rated_for(self, recipe: str) -> Iterator[Rated]:
+        for rec in self.rated.values():
+            if rec.experience.recipe == recipe:
+                yield rec

@@ -1,0 +1,201 @@
+"""Feedback ingestion: ratings from ``<prefix>.feedback`` joined to their experience.
+
+The stream ``ALCHEMIST_FEEDBACK`` captures every published rating; this
+instance reads it through the durable pull consumer ``alchemist-feedback``
+(shared by all instances) and acks each message only after its outcome is
+durable, so nothing is lost across daemon or broker restarts:
+
+* accepted   -> the joined record is stored in ``ALCHEMIST_RATED``, then acked
+* duplicate  -> same request id and user already counted: acked, counted once
+* unknown    -> no such request (or expired): retried briefly (the experience
+                may still be on its way from another instance), then acked
+                and counted as rejected, with a log line
+* capped     -> the user passed ``evolver.user_cap`` ratings per window: acked, rejected
+* malformed  -> terminated with the reason logged, never redelivered
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from daemon.config import EvolverConfig
+from daemon.experience import BoundedMap, ExperienceIndex, Rated
+from daemon.streams import FEEDBACK_STREAM, Streams
+
+log = structlog.get_logger("alchemist.feedback")
+DURABLE = "alchemist-feedback"
+UNKNOWN_RETRIES = 3
+_RATINGS = {1: 1, -1: -1, "up": 1, "down": -1, "+1": 1, "-1": -1}
+
+
+class FeedbackError(ValueError):
+    """A feedback message that can never be accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A validated rating event."""
+
+    request_id: str
+    rating: int
+    user: str = "anonymous"
+    ts: float = 0.0
+    comment: str | None = None
+
+
+def parse_feedback(data: bytes) -> Feedback:
+    """Decode (msgpack or JSON) and validate a feedback payload."""
+    raw: Any = None
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError):
+        raw = None
+    if not isinstance(raw, dict):
+        try:
+            raw = json.loads(data)
+        except ValueError:
+            raise FeedbackError("payload is neither a msgpack nor a JSON map") from None
+    if not isinstance(raw, dict):
+        raise FeedbackError("payload must be a map with request_id and rating")
+    unknown = sorted(str(k) for k in raw if k not in ("request_id", "rating", "user", "ts",
+                                                      "comment"))
+    if unknown:
+        raise FeedbackError(f"unknown field {unknown[0]!r}; accepted: request_id, rating, user, "
+                            "ts, comment")
+    rid = raw.get("request_id")
+    if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+        raise FeedbackError("request_id must be the string from the infer reply")
+    rating = raw.get("rating")
+    if isinstance(rating, bool) or isinstance(rating, str | int) is False or rating not in _RATINGS:
+        raise FeedbackError(f"rating must be 1, -1, 'up' or 'down', got {rating!r}"[:120])
+    user = raw.get("user", "anonymous")
+    if not isinstance(user, str) or not 0 < len(user) <= 256:
+        raise FeedbackError("user must be a string of 1 to 256 characters")
+    ts = raw.get("ts", 0.0)
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise FeedbackError("ts must be a number (seconds since the epoch)")
+    comment = raw.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > 4000):
+        raise FeedbackError("comment must be a string of at most 4000 characters")
+    return Feedback(rid, _RATINGS[rating], user, float(ts) or time.time(), comment)
+
+
+class UserCap:
+    """At most ``cap`` accepted ratings per user in any ``window_s`` (bounded memory)."""
+
+    def __init__(self, cap: int, window_s: float, max_users: int = 100_000) -> None:
+        self.cap, self.window_s = cap, window_s
+        self._seen = BoundedMap(max_users)
+
+    def allow(self, user: str, now: float) -> bool:
+        times: deque[float] | None = self._seen.get(user)
+        if times is None:
+            times = deque(maxlen=self.cap)
+            self._seen.put(user, times)
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        if len(times) >= self.cap:
+            return False
+        times.append(now)
+        return True
+
+
+class FeedbackConsumer:
+    """Reads the feedback stream and turns ratings into rated experience."""
+
+    def __init__(self, nc: Client, streams: Streams, index: ExperienceIndex,
+                 cfg: EvolverConfig) -> None:
+        self.nc = nc
+        self.streams = streams
+        self.index = index
+        self.cap = UserCap(cfg.user_cap, cfg.user_window_s)
+        self.counts: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        js = self.nc.jetstream(timeout=5.0)
+        self._sub = await js.pull_subscribe(
+            self.streams.feedback_subject, durable=DURABLE, stream=FEEDBACK_STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=20,
+                                  max_ack_pending=1000))
+        self._task = asyncio.create_task(self._loop(), name="feedback")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                msgs = await self._sub.fetch(64, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker away: the durable consumer keeps our place
+                log.warning("feedback_fetch_failed", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                try:
+                    await self.handle(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # not acked: JetStream redelivers after ack_wait
+                    log.warning("feedback_not_processed", error=type(exc).__name__)
+
+    async def handle(self, msg: Msg) -> str:
+        """Process one message; returns its outcome (also counted in ``counts``)."""
+        try:
+            fb = parse_feedback(msg.data)
+        except FeedbackError as exc:
+            log.warning("feedback_rejected", reason="malformed", detail=str(exc))
+            await msg.term()
+            return self._count("rejected_malformed")
+        key = f"{fb.request_id}:{fb.user}"
+        if self.index.has_rating(key):
+            await msg.ack()
+            return self._count("duplicate")
+        exp = self.index.get(fb.request_id)
+        if exp is None:
+            if msg.metadata.num_delivered < UNKNOWN_RETRIES:
+                await msg.nak(delay=1.0)
+                return "retry"
+            log.warning("feedback_rejected", reason="unknown_request", request_id=fb.request_id)
+            await msg.ack()
+            return self._count("rejected_unknown")
+        if not self.cap.allow(fb.user, time.monotonic()):
+            log.warning("feedback_rejected", reason="user_cap", request_id=fb.request_id)
+            await msg.ack()
+            return self._count("rejected_user_cap")
+        await self.streams.rate(Rated(exp, fb.rating, fb.user, fb.ts))
+        await msg.ack()
+        log.info("feedback_accepted", request_id=fb.request_id, rating=fb.rating,
+                 recipe=exp.recipe, version=exp.version)
+        return self._count("accepted")
+
+    def _count(self, outcome: str) -> str:
+        self.counts[outcome] += 1
+        return outcome
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):  # connection may already be gone
+                await self._sub.unsubscribe()
+            self._sub = None

@@ -1,0 +1,171 @@
+"""Fusion: pick one answer out of several providers' candidates under per-provider weights.
+
+Two strategies share one pick rule, so the optimizer can replay any decision
+offline from the stored similarity matrix and a candidate weight vector::
+
+    w = weights (float64); score = sim @ w + 1e-6 * w; pick = argmax(score)
+
+``argmax`` takes the first index on exact ties. The ``1e-6 * w`` term breaks
+ties between members of one agreeing group in favour of the heaviest provider.
+
+- ``vote``: ``sim[i, j]`` is 1 when candidates i and j extracted the same
+  (non-None) answer key, else 0. ``score[i]`` is then the weight of i's answer
+  group, so the pick is a weighted plurality, served by the group's heaviest
+  provider.
+- ``select``: ``sim[i, j]`` is a text similarity in [0, 1]: the Jaccard index
+  of the sets of word unigrams and bigrams of the casefolded texts. The pick is
+  the weighted medoid, the text the others agree with most. Word shingles were
+  chosen over character 3-grams because they are several times cheaper on
+  long answers (a few hundred set items instead of a few thousand) and
+  separate a consensus from an outlier just as well; an empty text is similar
+  to nothing but itself.
+
+If every candidate has no answer under ``vote``, fusion falls back to
+``select``; ``Fused.strategy`` names the strategy actually used.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Final, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+Strategy = Literal["vote", "select"]
+STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
+TIE_BREAK: Final = 1e-6  # weight share of the 1e-6 * w term of the pick rule
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One provider's answer: its raw text, extracted key (None if none) and weight."""
+
+    provider: str
+    text: str
+    answer: str | None
+    weight: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0.0):
+            raise ValueError(
+                f"The weight of provider {self.provider!r} must be a finite number >= 0, "
+                f"not {self.weight!r}."
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Fused:
+    """The outcome of ``fuse``.
+
+    ``index`` is the picked candidate; ``answer`` its key; ``confidence`` the
+    weight share behind it (``sim[index] @ w / sum(w)``); ``scores`` the pick
+    scores of all candidates; ``sim`` the read-only (M, M) float32 similarity
+    matrix; ``strategy`` the strategy actually used (``select`` after a
+    ``vote`` fallback).
+    """
+
+    index: int
+    answer: str | None
+    confidence: float
+    scores: tuple[float, ...]
+    sim: npt.NDArray[np.float32] = field(compare=False, repr=False)
+    strategy: Strategy = "vote"
+
+
+def similarity_matrix(
+    candidates: Sequence[Candidate], strategy: Strategy
+) -> npt.NDArray[np.float32]:
+    """The (M, M) float32 similarity matrix of ``candidates`` under ``strategy``.
+
+    Symmetric, values in [0, 1], diagonal 1. See the module docstring for the
+    definition of each strategy.
+    """
+    if strategy == "vote":
+        return _vote_matrix([c.answer for c in candidates])
+    if strategy == "select":
+        return _select_matrix([c.text for c in candidates])
+    raise ValueError(f"The strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}.")
+
+
+def pick(
+    sim: npt.NDArray[np.floating], weights: npt.ArrayLike
+) -> tuple[int, float, npt.NDArray[np.float64]]:
+    """Apply the pick rule: return (index, confidence, scores) for ``sim`` and ``weights``.
+
+    This is the one rule both the daemon and the optimizer's offline replay use.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    scores = sim @ w + TIE_BREAK * w
+    index = int(np.argmax(scores))
+    total = float(w.sum())
+    confidence = float(sim[index] @ w) / total if total > 0.0 else 0.0
+    return index, min(max(confidence, 0.0), 1.0), scores
+
+
+def fuse(candidates: Sequence[Candidate], strategy: Strategy) -> Fused:
+    """Fuse ``candidates`` under ``strategy`` with the pick rule of the module docstring.
+
+    Raises ValueError on an empty candidate list or an unknown strategy.
+    """
+    if not candidates:
+        raise ValueError("Fusion needs at least one candidate; the candidate list is empty.")
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"The strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}."
+        )
+    used: Strategy = strategy
+    if strategy == "vote" and all(c.answer is None for c in candidates):
+        used = "select"
+    sim = similarity_matrix(candidates, used)
+    sim.setflags(write=False)
+    index, confidence, scores = pick(sim, [c.weight for c in candidates])
+    return Fused(
+        index=index,
+        answer=candidates[index].answer,
+        confidence=confidence,
+        scores=tuple(float(s) for s in scores),
+        sim=sim,
+        strategy=used,
+    )
+
+
+def _vote_matrix(answers: Sequence[str | None]) -> npt.NDArray[np.float32]:
+    # Code each distinct key as an integer (None as -1, unequal to everything),
+    # then compare all pairs at once.
+    codes: dict[str, int] = {}
+    coded = np.array(
+        [-1 if a is None else codes.setdefault(a, len(codes)) for a in answers], dtype=np.int64
+    )
+    same = (coded[:, None] == coded[None, :]) & (coded[:, None] >= 0)
+    sim: npt.NDArray[np.float32] = same.astype(np.float32)
+    np.fill_diagonal(sim, 1.0)
+    return sim
+
+
+def shingles(text: str) -> frozenset[str]:
+    """The word unigrams and bigrams of ``text``, casefolded (the ``select`` features)."""
+    words = _WORD.findall(text.casefold())
+    return frozenset(words).union(f"{a} {b}" for a, b in pairwise(words))
+
+
+def _select_matrix(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    sets = [shingles(t) for t in texts]
+    m = len(sets)
+    sim = np.eye(m, dtype=np.float32)
+    for i in range(m):
+        a = sets[i]
+        for j in range(i + 1, m):
+            b = sets[j]
+            union = len(a) + len(b)
+            if union == 0:
+                continue  # two empty texts agree on nothing
+            inter = len(a & b)
+            sim[i, j] = sim[j, i] = inter / (union - inter)
+    return sim

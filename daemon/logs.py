@@ -1,0 +1,73 @@
+"""Logging: structlog key-value events as JSON lines (journald-friendly), secrets redacted.
+
+Two guards keep credentials out of logs: keys whose name says secret are
+masked, and every value registered with :func:`register_secret` (API keys,
+NATS passwords and tokens, as they are loaded) is replaced wherever it shows
+up in a string.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_SECRET_KEYS = ("password", "token", "api_key", "apikey", "authorization", "secret", "seed",
+                "creds")
+_SECRETS: set[str] = set()
+MASK = "***"
+
+
+def register_secret(value: str | None) -> None:
+    """Never print ``value`` in any log line from now on (values shorter than 6 are ignored)."""
+    if value and len(value) >= 6:
+        _SECRETS.add(value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _SECRETS:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask secret-named keys and registered secret values."""
+    for key in list(event):
+        if any(s in key.lower() for s in _SECRET_KEYS) and event[key] is not None:
+            event[key] = MASK
+        else:
+            event[key] = _scrub(event[key])
+    return event
+
+
+def configure(level: str = "info", stream: TextIO | None = None, *, json: bool = True) -> None:
+    """Route structlog (and the stdlib loggers of our dependencies) to one JSON stream."""
+    lvl = getattr(logging, level.upper())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact,
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(),
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # nats-py and aiohttp log through the stdlib; keep their warnings, in one line each
+    logging.basicConfig(level=max(lvl, logging.WARNING), stream=stream or sys.stderr,
+                        format='{"level": "%(levelname)s", "logger": "%(name)s", '
+                               '"event": "%(message)s"}')

@@ -1,0 +1,205 @@
+"""The recipe store: JetStream KV bucket ``alchemist_recipes`` plus recipe events.
+
+Key = recipe name; value = the recipe's JSON. Writes use compare-and-set on
+the key's revision, so two instances promoting at once can't overwrite each
+other: the loser re-reads and carries on. Every write is also published on
+``<prefix>.recipes.<name>``. A watcher swaps new versions in; a request
+in flight keeps the recipe object it started with, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from daemon.config import RecipeConfig
+from daemon.recipes import Recipe, RecipeError, initial_recipe
+
+log = structlog.get_logger("alchemist.recipes")
+BUCKET = "alchemist_recipes"
+JSON_HEADERS = {"Content-Type": "application/json"}
+Listener = Callable[[Recipe], None]
+
+
+def encode_recipe(recipe: Recipe) -> bytes:
+    return json.dumps(recipe.to_dict(), separators=(",", ":")).encode()
+
+
+def decode_recipe(data: bytes) -> Recipe:
+    try:
+        return Recipe.from_dict(json.loads(data))
+    except ValueError as exc:
+        raise RecipeError(f"stored recipe is unreadable: {exc}") from None
+
+
+class RecipeStore:
+    """Current recipes of this instance, kept in step with the KV bucket."""
+
+    def __init__(self, nc: Client, prefix: str) -> None:
+        self.nc = nc
+        self.prefix = prefix
+        self.current: dict[str, Recipe] = {}
+        self._revision: dict[str, int] = {}
+        self._kv: KeyValue | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.listeners: list[Listener] = []
+
+    async def open(self, *, create: bool = True) -> KeyValue:
+        js = self.nc.jetstream(timeout=5.0)
+        try:
+            self._kv = await js.key_value(BUCKET)
+        except BucketNotFoundError:
+            if not create:
+                raise RecipeError(f"no recipe bucket {BUCKET!r} yet: start the daemon once "
+                                  "(alchemist run) so it creates its recipes") from None
+            self._kv = await js.create_key_value(bucket=BUCKET, history=64,
+                                                 description="llm-alchemist recipes")
+        return self._kv
+
+    @property
+    def kv(self) -> KeyValue:
+        assert self._kv is not None, "RecipeStore.open() first"
+        return self._kv
+
+    async def start(self, configs: Mapping[str, RecipeConfig], providers: Sequence[str]) -> None:
+        """Load (or create) every configured recipe, then watch for new versions."""
+        await self.open()
+        for name, cfg in configs.items():
+            try:
+                entry = await self.kv.get(name)
+            except KeyNotFoundError:
+                recipe = initial_recipe(cfg, providers)
+                try:
+                    rev = await self.kv.create(name, encode_recipe(recipe))
+                except KeyWrongLastSequenceError:  # another instance created it first
+                    entry = await self.kv.get(name)
+                else:
+                    self._set(recipe, rev)
+                    await self._announce(recipe)
+                    continue
+            if entry.value:
+                self._set(decode_recipe(entry.value), entry.revision or 0)
+        self._task = asyncio.create_task(self._watch(), name="recipe-watch")
+
+    def get(self, name: str) -> Recipe | None:
+        return self.current.get(name)
+
+    def revision(self, name: str) -> int:
+        return self._revision.get(name, 0)
+
+    def _set(self, recipe: Recipe, revision: int) -> bool:
+        known = self.current.get(recipe.name)
+        if revision <= self._revision.get(recipe.name, 0) and known is not None:
+            return False
+        self.current[recipe.name] = recipe
+        self._revision[recipe.name] = revision
+        if known is None or known.version != recipe.version:
+            log.info("recipe_loaded", recipe=recipe.name, version=recipe.version,
+                     reason=recipe.reason)
+            for listener in list(self.listeners):
+                listener(recipe)
+        return True
+
+    async def publish(self, recipe: Recipe, *, expected_revision: int) -> bool:
+        """CAS-write a new version and announce it; False if someone else wrote first."""
+        try:
+            rev = await self.kv.update(recipe.name, encode_recipe(recipe), last=expected_revision)
+        except KeyWrongLastSequenceError:
+            log.info("recipe_cas_lost", recipe=recipe.name, version=recipe.version)
+            await self.refresh(recipe.name)
+            return False
+        self._set(recipe, rev)
+        await self._announce(recipe)
+        return True
+
+    async def _announce(self, recipe: Recipe) -> None:
+        await self.nc.publish(f"{self.prefix}.recipes.{recipe.name}", encode_recipe(recipe),
+                              headers=JSON_HEADERS)
+        log.info("recipe_published", recipe=recipe.name, version=recipe.version,
+                 reason=recipe.reason, fitness=recipe.fitness,
+                 baseline_fitness=recipe.baseline_fitness, n_ratings=recipe.n_ratings)
+
+    async def refresh(self, name: str) -> Recipe | None:
+        try:
+            entry = await self.kv.get(name)
+        except KeyNotFoundError:
+            return None
+        if entry.value:
+            self._set(decode_recipe(entry.value), entry.revision or 0)
+        return self.current.get(name)
+
+    async def history(self, name: str) -> list[Recipe]:
+        """Every stored version still in the bucket's history (oldest first, up to 64)."""
+        try:
+            entries = await self.kv.history(name)
+        except Exception as exc:  # nats-py raises NoKeysError or a KV error for no history
+            raise RecipeError(f"no recipe named {name!r}") from exc
+        return [decode_recipe(e.value) for e in entries if e.value]
+
+    async def write_new_version(self, name: str, make: Callable[[Recipe], Recipe]) -> Recipe:
+        """Read the latest version, derive the next with ``make``, CAS-write it (retrying)."""
+        for _ in range(5):
+            current = await self.refresh(name)
+            if current is None:
+                raise RecipeError(f"no recipe named {name!r}")
+            new = make(current)
+            if await self.publish(new, expected_revision=self.revision(name)):
+                return new
+        raise RecipeError(f"recipe {name!r} kept changing under us; try again")
+
+    async def rollback(self, name: str, version: int | None = None) -> Recipe:
+        """Publish a copy of an earlier version (default: the parent of the current one)."""
+        history = {r.version: r for r in await self.history(name)}
+
+        def make(current: Recipe) -> Recipe:
+            target = version if version is not None else current.parent
+            if target is None or target not in history:
+                have = ", ".join(str(v) for v in sorted(history)) or "none"
+                raise RecipeError(f"recipe {name!r} has no version {target} in its history "
+                                  f"(versions kept: {have})")
+            old = history[target]
+            return current.successor(weights=old.weights, strategy=old.strategy,
+                                     answer=old.answer, min_weight=old.min_weight,
+                                     explore=old.explore, reason="rollback", fitness=None,
+                                     baseline_fitness=None)
+
+        return await self.write_new_version(name, make)
+
+    async def _watch(self) -> None:
+        """Apply new versions as they are written; re-read every 10 s in case a watch broke."""
+        while True:
+            try:
+                watcher = await self.kv.watchall()
+                while True:
+                    try:
+                        entry = await watcher.updates(timeout=10.0)
+                    except nats.errors.TimeoutError:
+                        for name in list(self.current):
+                            await self.refresh(name)
+                        continue
+                    if entry is None or not entry.value or entry.operation is not None:
+                        continue
+                    try:
+                        self._set(decode_recipe(entry.value), entry.revision or 0)
+                    except RecipeError as exc:
+                        log.error("recipe_unreadable", key=entry.key, error=str(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: re-create the watcher
+                log.warning("recipe_watch_restart", error=type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

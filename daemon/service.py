@@ -1,0 +1,304 @@
+"""The ``alchemist.infer`` handler: validate, fan out, fuse, reply, record.
+
+The NATS micro endpoint calls :meth:`InferenceService.on_request` for each
+message, one at a time, so that method only checks size and load and hands
+the request to its own task: a slow fusion never blocks the next request.
+Past ``service.max_concurrency`` requests in flight, the reply is
+``overloaded`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
+
+from adapters import ChatRequest, ChatResult, Provider, ProviderError
+from daemon.config import Config
+from daemon.experience import Experience
+from daemon.extract import extract
+from daemon.fusion import Candidate, fuse
+from daemon.recipe_store import RecipeStore
+from daemon.recipes import Recipe
+from daemon.streams import Streams
+from daemon.wire import (
+    ERROR_STATUS,
+    InferError,
+    InferRequest,
+    decode,
+    encode,
+    error_body,
+    is_json,
+    parse_request,
+)
+
+log = structlog.get_logger("alchemist.infer")
+JSON_HEADERS = {"Content-Type": "application/json"}
+MAX_ANSWER_KEY = 512
+
+
+def new_request_id() -> str:
+    """A unique, time-ordered id: 12 hex digits of milliseconds + 10 random hex digits."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one provider did for one request."""
+
+    name: str
+    result: ChatResult | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+
+
+class InferenceService:
+    """Serves inference requests with the current recipes."""
+
+    def __init__(self, cfg: Config, providers: Mapping[str, Provider], recipes: RecipeStore,
+                 streams: Streams | None, *, rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.providers = dict(providers)
+        self.recipes = recipes
+        self.streams = streams
+        self.rng = rng or random.Random()
+        self.inflight = 0
+        self.counts: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- NATS edge -----------------------------------------------------------------------
+
+    async def on_request(self, req: Request) -> None:
+        """Micro endpoint handler: admit or refuse at once, then serve in a task."""
+        as_json = is_json(req.headers)
+        self.counts["requests"] += 1
+        limit = self.cfg.service.max_payload
+        if len(req.data) > limit:
+            await self._reply_error(req, as_json, InferError(
+                "payload_too_large", f"the request is {len(req.data)} bytes; the limit is "
+                f"{limit} bytes (service.max_payload)"))
+            return
+        if self.inflight >= self.cfg.service.max_concurrency:
+            await self._reply_error(req, as_json, InferError(
+                "overloaded", f"{self.inflight} requests are in flight, the limit is "
+                f"{self.cfg.service.max_concurrency}; retry shortly"))
+            return
+        self.inflight += 1
+        task = asyncio.create_task(self._serve(req, as_json))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, req: Request, as_json: bool) -> None:
+        request_id = new_request_id()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                request = parse_request(decode(req.data, as_json), self.cfg.service.max_deadline_ms)
+                reply, exp = await self.infer(request, request_id)
+                await req.respond(encode(reply, as_json), headers=JSON_HEADERS if as_json else None)
+                self.counts["ok"] += 1
+                if exp is not None and self.streams is not None:
+                    await self._record(exp)
+            except InferError as exc:
+                await self._reply_error(req, as_json, exc)
+            except Exception:
+                log.exception("infer_internal_error")
+                await self._reply_error(req, as_json, InferError(
+                    "internal", f"internal error while serving request {request_id}; "
+                    "it is logged under that id"))
+            finally:
+                self.inflight -= 1
+
+    async def _record(self, exp: Experience) -> None:
+        assert self.streams is not None
+        try:
+            await self.streams.record(exp)
+        except Exception as exc:  # the reply went out; losing one experience is logged, not fatal
+            self.counts["experience_dropped"] += 1
+            log.warning("experience_not_recorded", error=type(exc).__name__)
+
+    async def _reply_error(self, req: Request, as_json: bool, exc: InferError) -> None:
+        self.counts[f"error_{exc.code}"] += 1
+        log.info("infer_error", code=exc.code, message=exc.message)
+        headers = {ERROR_CODE_HEADER: ERROR_STATUS[exc.code], ERROR_HEADER: exc.message[:256]}
+        if as_json:
+            headers.update(JSON_HEADERS)
+        with contextlib.suppress(Exception):  # the requester may be gone; nothing to tell
+            await req.respond(encode(error_body(exc.code, exc.message), as_json), headers=headers)
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for requests in flight; returns how many were left."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        return len(self._tasks)
+
+    # -- one request -------------------------------------------------------------------------
+
+    def _plan(self, recipe: Recipe, skill: str) -> tuple[list[str], dict[str, float]]:
+        """Which providers to call, with their weights (``explore`` sometimes calls all)."""
+        row = recipe.row(skill, list(self.providers))
+        chosen = [p for p, w in row.items() if w >= recipe.min_weight]
+        if recipe.explore > 0 and self.rng.random() < recipe.explore:
+            chosen = list(row)
+        if not chosen and row:
+            chosen = [max(row, key=row.__getitem__)]
+        return chosen, row
+
+    async def infer(self, request: InferRequest,
+                    request_id: str) -> tuple[dict[str, Any], Experience | None]:
+        """Answer one validated request; returns the reply and its experience record."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        recipe = self.recipes.get(request.recipe)
+        if recipe is None:
+            known = ", ".join(sorted(self.recipes.current)) or "none"
+            raise InferError("unknown_recipe", f"no recipe named {request.recipe!r}; "
+                             f"known recipes: {known}")
+        skill = request.skill or "*"
+        spec = request.answer or recipe.answer
+        called, row = self._plan(recipe, skill)
+        if not called:
+            raise InferError("no_providers", "no providers are configured")
+        deadline_ms = request.deadline_ms or self.cfg.service.default_deadline_ms
+        deadline = started + deadline_ms / 1000.0
+        chat = ChatRequest(messages=request.messages, max_tokens=request.max_tokens,
+                           temperature=request.temperature)
+        outcomes = await self._fan_out(called, chat, deadline)
+        answered = [o for o in outcomes if o.result is not None]
+        if not answered:
+            errors = ", ".join(f"{o.name}: {o.error}" for o in outcomes)
+            if all(o.error == "deadline" for o in outcomes):
+                raise InferError("deadline_exceeded", f"no provider answered within "
+                                 f"{deadline_ms} ms ({errors})")
+            raise InferError("no_providers", f"no provider answered ({errors})")
+        candidates = [Candidate(o.name, o.result.text, _key(extract(o.result.text, spec)),
+                                row[o.name]) for o in answered if o.result is not None]
+        fused = fuse(candidates, recipe.strategy)
+        served, propensity = self._maybe_explore(candidates, fused.index, fused.sim, recipe.explore)
+        winner = candidates[served]
+        confidence = fused.confidence if served == fused.index else float(
+            (fused.sim[served] @ [c.weight for c in candidates]) / max(
+                1e-12, sum(c.weight for c in candidates)))
+        by_name = {c.provider: c for c in candidates}
+        usage = _usage(answered)
+        latency_ms = (loop.time() - started) * 1000.0
+        reply: dict[str, Any] = {
+            "request_id": request_id, "text": winner.text, "answer": winner.answer,
+            "confidence": round(min(1.0, max(0.0, confidence)), 6), "provider": winner.provider,
+            "recipe": {"name": recipe.name, "version": recipe.version},
+            "strategy": fused.strategy,
+            "providers": [_status(o, by_name.get(o.name)) for o in outcomes],
+            "usage": usage, "latency_ms": round(latency_ms, 3),
+        }
+        if request.include_candidates:
+            reply["candidates"] = [{"provider": c.provider, "text": c.text, "answer": c.answer,
+                                    "weight": c.weight} for c in candidates]
+        log.info("infer_ok", recipe=recipe.name, version=recipe.version, skill=skill,
+                 provider=winner.provider, confidence=reply["confidence"],
+                 latency_ms=reply["latency_ms"], called=len(called), answered=len(answered))
+        exp = _experience(request_id, recipe, skill, fused.strategy, outcomes, candidates,
+                          fused.sim, winner.provider, propensity)
+        return reply, exp
+
+    def _maybe_explore(self, candidates: list[Candidate], pick: int, sim: Any,
+                       explore: float) -> tuple[int, float]:
+        """Sometimes serve another answer group, so ratings reach answers the recipe would not pick.
+
+        Returns the served index and the probability with which it was served.
+        """
+        others = [i for i in range(len(candidates)) if sim[pick][i] < 0.5]
+        groups: dict[str | None, int] = {}
+        for i in others:  # one representative per other answer: its heaviest provider
+            key = candidates[i].answer if candidates[i].answer is not None else f"#{i}"
+            if key not in groups or candidates[i].weight > candidates[groups[key]].weight:
+                groups[key] = i
+        if explore <= 0 or not groups:
+            return pick, 1.0
+        if self.rng.random() < explore:
+            choice = self.rng.choice(sorted(groups.values()))
+            return choice, explore / len(groups)
+        return pick, 1.0 - explore
+
+    async def _fan_out(self, names: list[str], chat: ChatRequest,
+                       deadline: float) -> list[Outcome]:
+        """Call every provider at once; one slow or failing provider never cancels the others."""
+        loop = asyncio.get_running_loop()
+
+        async def one(name: str) -> Outcome:
+            t0 = loop.time()
+            try:
+                result = await self.providers[name].complete(chat, deadline=deadline)
+            except ProviderError as exc:
+                return Outcome(name, error=exc.code, latency_ms=(loop.time() - t0) * 1000)
+            return Outcome(name, result=result, latency_ms=result.latency_ms)
+
+        tasks = [asyncio.create_task(one(n), name=f"call-{n}") for n in names]
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        out = []
+        for name, t in zip(names, tasks, strict=True):
+            if t.cancelled():
+                out.append(Outcome(name, error="deadline",
+                                   latency_ms=(deadline - loop.time()) * 1000 + 0.0))
+            elif t.exception() is not None:
+                exc = t.exception()
+                log.error("provider_call_crashed", provider=name, error=type(exc).__name__)
+                out.append(Outcome(name, error="internal"))
+            else:
+                out.append(t.result())
+        return out
+
+
+def _key(answer: str | None) -> str | None:
+    return answer[:MAX_ANSWER_KEY] if answer is not None else None
+
+
+def _status(o: Outcome, cand: Candidate | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": o.name, "ok": o.result is not None,
+                           "latency_ms": round(o.latency_ms, 3)}
+    if o.error:
+        out["error"] = o.error
+    if cand is not None:
+        out["answer"] = cand.answer
+    return out
+
+
+def _usage(answered: list[Outcome]) -> dict[str, Any]:
+    prompt = sum(o.result.usage.prompt_tokens for o in answered if o.result)
+    completion = sum(o.result.usage.completion_tokens for o in answered if o.result)
+    costs = [o.result.usage.cost for o in answered if o.result and o.result.usage.cost is not None]
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "cost": round(sum(costs), 8) if costs else None}
+
+
+def _experience(request_id: str, recipe: Recipe, skill: str, strategy: str,
+                outcomes: list[Outcome], candidates: list[Candidate], sim: Any,
+                served: str, propensity: float) -> Experience:
+    names = tuple(o.name for o in outcomes)
+    pos = {c.provider: i for i, c in enumerate(candidates)}
+    m = len(names)
+    full = [[1.0 if i == j else 0.0 for j in range(m)] for i in range(m)]
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if a in pos and b in pos:
+                full[i][j] = round(float(sim[pos[a]][pos[b]]), 3)
+    by_name = {c.provider: c for c in candidates}
+    return Experience(
+        request_id=request_id, recipe=recipe.name, version=recipe.version, skill=skill,
+        strategy=strategy, providers=names, answered=tuple(n in pos for n in names),
+        answers=tuple(by_name[n].answer if n in by_name else None for n in names),
+        sim=tuple(v for row in full for v in row), served=names.index(served),
+        propensity=propensity,
+        cost=tuple(float(o.result.usage.cost or 0.0) if o.result else 0.0 for o in outcomes),
+    )

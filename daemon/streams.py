@@ -1,0 +1,113 @@
+"""JetStream wiring: the bounded streams and this instance's followers of them.
+
+| stream                 | subject                 | holds                                  |
+| ---------------------- | ----------------------- | -------------------------------------- |
+| ALCHEMIST_FEEDBACK     | ``<prefix>.feedback``   | ratings as clients sent them           |
+| ALCHEMIST_EXPERIENCE   | ``<prefix>.experience`` | one :class:`Experience` per answer     |
+| ALCHEMIST_RATED        | ``<prefix>.rated``      | ratings joined to their experience     |
+
+Each stream is bounded by count, bytes and age. Followers are ordered push
+consumers from the start of the (bounded) stream, so a restarted instance
+rebuilds its in-memory index, and survive broker restarts on their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy, StorageType
+from nats.js.errors import BadRequestError
+
+from daemon.config import Config
+from daemon.experience import (
+    EXPERIENCE_STREAM,
+    RATED_STREAM,
+    Experience,
+    ExperienceIndex,
+    Rated,
+    pack,
+    unpack,
+)
+
+log = structlog.get_logger("alchemist.streams")
+FEEDBACK_STREAM = "ALCHEMIST_FEEDBACK"
+_DAY = 86_400.0
+
+
+class Streams:
+    """The three streams of one deployment, seen from one instance."""
+
+    def __init__(self, nc: Client, cfg: Config, index: ExperienceIndex) -> None:
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self.prefix = cfg.service.subject_prefix
+        self.cfg = cfg
+        self.index = index
+        self._subs: list[Any] = []
+
+    @property
+    def feedback_subject(self) -> str:
+        return f"{self.prefix}.feedback"
+
+    async def ensure(self) -> None:
+        """Create the streams, or update their limits to the configured ones."""
+        exp = self.cfg.experience
+        age = exp.max_age_days * _DAY
+        await self._ensure(name=FEEDBACK_STREAM, subjects=[self.feedback_subject],
+                           max_msgs=1_000_000, max_bytes=256 << 20, max_age=age)
+        await self._ensure(name=EXPERIENCE_STREAM, subjects=[f"{self.prefix}.experience"],
+                           max_msgs=exp.max_records, max_bytes=exp.stream_max_bytes, max_age=age)
+        await self._ensure(name=RATED_STREAM, subjects=[f"{self.prefix}.rated"],
+                           max_msgs=exp.max_records, max_bytes=exp.stream_max_bytes, max_age=age,
+                           duplicate_window=3600.0)
+
+    async def _ensure(self, **config: Any) -> None:
+        try:
+            await self.js.add_stream(storage=StorageType.FILE, **config)
+        except BadRequestError:  # exists with other limits: bring it to ours
+            await self.js.update_stream(storage=StorageType.FILE, **config)
+
+    async def follow(self) -> None:
+        """Follow the experience and rated streams into the in-memory index."""
+
+        async def on_experience(msg: Msg) -> None:
+            try:
+                self.index.add_experience(Experience.from_wire(unpack(msg.data)))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("experience_unreadable", error=type(exc).__name__)
+
+        async def on_rated(msg: Msg) -> None:
+            try:
+                self.index.add_rated(Rated.from_wire(unpack(msg.data)))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("rated_unreadable", error=type(exc).__name__)
+
+        for subject, cb in ((f"{self.prefix}.experience", on_experience),
+                            (f"{self.prefix}.rated", on_rated)):
+            sub = await self.js.subscribe(subject, cb=cb, ordered_consumer=True,
+                                          deliver_policy=DeliverPolicy.ALL,
+                                          pending_msgs_limit=1_000_000)
+            self._subs.append(sub)
+
+    async def record(self, exp: Experience) -> None:
+        """Journal an experience (this instance indexes it at once)."""
+        self.index.add_experience(exp)
+        await self.js.publish(f"{self.prefix}.experience", pack(exp.to_wire()),
+                              headers={"Nats-Msg-Id": exp.request_id})
+
+    async def rate(self, rec: Rated) -> None:
+        """Journal a rated record; JetStream drops a duplicate key inside its window."""
+        self.index.add_rated(rec)
+        await self.js.publish(f"{self.prefix}.rated", pack(rec.to_wire()),
+                              headers={"Nats-Msg-Id": rec.key})
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # already gone with the connection; nothing to undo
+                log.debug("unsubscribe_failed", error=type(exc).__name__)
+        self._subs.clear()
