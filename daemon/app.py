@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.micro import add_service
@@ -30,7 +31,7 @@ from daemon.experience import ExperienceIndex
 from daemon.feedback import FeedbackConsumer
 from daemon.logs import register_secret
 from daemon.recipe_store import RecipeStore
-from daemon.service import InferenceService
+from daemon.service import SELF_CHECK, InferenceService
 from daemon.streams import Streams
 
 log = structlog.get_logger("alchemist")
@@ -105,9 +106,28 @@ class Daemon:
             description="llm-alchemist: fused answers from several LLM providers")
         await self._micro.add_endpoint(name="infer", subject=f"{prefix}.infer",
                                        handler=self.service.on_request)
+        await self._until_reachable(f"{prefix}.infer")
         log.info("ready", url=self.url, subject=f"{prefix}.infer",
                  providers=list(self.providers), recipes=sorted(self.recipes.current),
                  state_dir=str(cfg.state_dir))
+
+    async def _until_reachable(self, subject: str, timeout: float = 5.0) -> None:
+        """Wait until the broker routes requests on ``subject`` to us.
+
+        A flush is not enough: right after a subscription, the server can still
+        answer "no responders" for a short while, and a client that starts
+        together with the daemon would see that.
+        """
+        assert self.nc is not None
+        give_up = time.monotonic() + timeout
+        while True:
+            try:
+                await self.nc.request(subject, b"", timeout=1.0, headers={SELF_CHECK: "1"})
+                return
+            except nats.errors.NoRespondersError:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         """Ordered, idempotent, time-boxed shutdown."""

@@ -84,7 +84,8 @@ def similarity_matrix(
 ) -> npt.NDArray[np.float32]:
     """The (M, M) float32 similarity matrix of ``candidates`` under ``strategy``.
 
-    Symmetric, values in [0, 1], diagonal 1. See the module docstring for the
+    Symmetric, values in [0, 1]; diagonal 1 except, under vote, for a
+    candidate with no extracted answer (0: it backs nobody). See the module docstring for the
     definition of each strategy.
     """
     if strategy == "vote":
@@ -137,15 +138,15 @@ def fuse(candidates: Sequence[Candidate], strategy: Strategy) -> Fused:
 
 
 def _vote_matrix(answers: Sequence[str | None]) -> npt.NDArray[np.float32]:
-    # Code each distinct key as an integer (None as -1, unequal to everything),
-    # then compare all pairs at once.
+    # Code each distinct key as an integer (None as -1, unequal to everything,
+    # itself included: an answer that could not be extracted gets no vote, so it
+    # can never beat one that was), then compare all pairs at once.
     codes: dict[str, int] = {}
     coded = np.array(
         [-1 if a is None else codes.setdefault(a, len(codes)) for a in answers], dtype=np.int64
     )
     same = (coded[:, None] == coded[None, :]) & (coded[:, None] >= 0)
     sim: npt.NDArray[np.float32] = same.astype(np.float32)
-    np.fill_diagonal(sim, 1.0)
     return sim
 
 

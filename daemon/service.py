@@ -44,6 +44,8 @@ from daemon.wire import (
 log = structlog.get_logger("alchemist.infer")
 JSON_HEADERS = {"Content-Type": "application/json"}
 MAX_ANSWER_KEY = 512
+#: header of the daemon's own start-up probe (see ``Daemon._until_reachable``)
+SELF_CHECK = "Alchemist-Self-Check"
 
 
 def new_request_id() -> str:
@@ -79,6 +81,9 @@ class InferenceService:
 
     async def on_request(self, req: Request) -> None:
         """Micro endpoint handler: admit or refuse at once, then serve in a task."""
+        if req.headers and SELF_CHECK in req.headers:
+            await req.respond(b"")
+            return
         as_json = is_json(req.headers)
         self.counts["requests"] += 1
         limit = self.cfg.service.max_payload
@@ -175,7 +180,7 @@ class InferenceService:
         answered = [o for o in outcomes if o.result is not None]
         if not answered:
             errors = ", ".join(f"{o.name}: {o.error}" for o in outcomes)
-            if all(o.error == "deadline" for o in outcomes):
+            if all(o.error in ("deadline", "timeout") for o in outcomes):
                 raise InferError("deadline_exceeded", f"no provider answered within "
                                  f"{deadline_ms} ms ({errors})")
             raise InferError("no_providers", f"no provider answered ({errors})")
@@ -214,7 +219,9 @@ class InferenceService:
 
         Returns the served index and the probability with which it was served.
         """
-        others = [i for i in range(len(candidates)) if sim[pick][i] < 0.5]
+        has_answer = any(c.answer is not None for c in candidates)
+        others = [i for i in range(len(candidates)) if sim[pick][i] < 0.5
+                  and (candidates[i].answer is not None or not has_answer)]
         groups: dict[str | None, int] = {}
         for i in others:  # one representative per other answer: its heaviest provider
             key = candidates[i].answer if candidates[i].answer is not None else f"#{i}"
