@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     _client_opts(pr)
     pr.set_defaults(fn=cmd_recipe)
 
+    from daemon.sim.cli import add_sim_verbs
+
+    add_sim_verbs(sub)
     return parser
 
 
@@ -262,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(args.fn(args))
     except KeyboardInterrupt:
         return 130
-    except (CliError, ConfigError, RecipeError, BrokerError, SecretError, OSError) as exc:
+    except (CliError, ConfigError, RecipeError, BrokerError, SecretError, OSError,
+            ValueError) as exc:
         print(f"alchemist: {exc}", file=sys.stderr)
         return 2
