@@ -190,7 +190,7 @@ class EvolverConfig:
 
     enabled: bool = True
     population: int = 32
-    generations: int = 5
+    generations: int = 10
     min_new_ratings: int = 20
     interval_s: float = 30.0
     min_ratings: int = 30
@@ -320,7 +320,7 @@ def _recipe(name: str, s: _Section, providers: set[str]) -> RecipeConfig:
 def _evolver(s: _Section) -> EvolverConfig:
     cfg = EvolverConfig(
         enabled=s.bool("enabled", True), population=s.int("population", 32, 4, 4096),
-        generations=s.int("generations", 5, 1, 1000), min_new_ratings=s.int("min_new_ratings", 20, 1),
+        generations=s.int("generations", 10, 1, 1000), min_new_ratings=s.int("min_new_ratings", 20, 1),
         interval_s=s.float("interval_s", 30.0, 0.05), min_ratings=s.int("min_ratings", 30, 1),
         holdout_share=s.float("holdout_share", 0.3, 0.05, 0.9), margin=s.float("margin", 0.005, 0.0, 1.0),
         z=s.float("z", 2.33, 0.0, 10.0), noise=s.float("noise", 0.1, 0.0, 0.49),

@@ -34,10 +34,12 @@ from optimizers import (
     effective_weights,
     gate,
     seed_population,
+    skill_counts,
     split_holdout,
 )
 
 log = structlog.get_logger("alchemist.evolver")
+_RESEED = 4  # individuals replaced by fresh seeds at each step
 
 
 @dataclass(slots=True)
@@ -46,6 +48,7 @@ class _State:
 
     skills: tuple[str, ...] = (FALLBACK,)
     population: np.ndarray | None = None
+    fitness: np.ndarray | None = None
     seen: int = 0
     last_step: float = 0.0
     generation: int = 0
@@ -80,6 +83,8 @@ def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
         propensity[r] = e.propensity
         if e.cost:
             cost_sum[g] += np.asarray(e.cost)[keep]
+    # a provider with no extracted answer (zero self-agreement under vote) backed nothing
+    answered &= sim[:, np.arange(m), np.arange(m)] > 0
     cost = cost_sum / cost_sum.mean() if cost_sum.sum() > 0 else np.ones(m)
     return Snapshot(skills=tuple(skills), providers=tuple(providers), skill=skill,
                     answered=answered, sim=sim, served=served, reward=reward,
@@ -182,26 +187,31 @@ class Evolver:
         train, test = data.subset(~holdout), data.subset(holdout)
         incumbent = genome_of(recipe, skills, self.providers)
         pop = st.population
+        rng = np.random.default_rng(st.seeds.spawn(1)[0])
         if pop is None or skills != st.skills or pop.shape[1] != incumbent.size:
-            rng = np.random.default_rng(st.seeds.spawn(1)[0])
             pop = seed_population(incumbent, train, self.ecfg.population, rng, params)
             st.skills = skills
         else:
+            # the evidence grew since the population was seeded: the incumbent and fresh
+            # agreement-based genomes (and variants) replace the weakest individuals
+            fresh = seed_population(incumbent, train, min(_RESEED, len(pop)), rng, params)
+            order = np.argsort(st.fitness) if st.fitness is not None else np.arange(len(pop))
             pop = pop.copy()
-            pop[-1] = incumbent  # the incumbent always competes
+            pop[order[: len(fresh)]] = fresh
         result = PygadOptimizer(params, generations=self.ecfg.generations).step(
             pop, train, st.seeds.spawn(1)[0])
-        st.population, st.generation = result.population, st.generation + self.ecfg.generations
+        st.population, st.fitness = result.population, result.fitness
+        st.generation += self.ecfg.generations
         decision = gate(result.best, incumbent, test, params, margin=self.ecfg.margin,
-                        z=self.ecfg.z, min_records=self.ecfg.min_ratings)
+                        z=self.ecfg.z, min_records=self.ecfg.min_ratings,
+                        counts=skill_counts(data))
         return decision, result.best, float(result.best_fitness)
 
     async def _promote(self, recipe: Recipe, best: np.ndarray, decision: GateDecision,
                        st: _State, n_ratings: int) -> None:
         records = list(self.index.rated_for(recipe.name))
         data = build_snapshot(records, st.skills, self.providers)
-        counts = np.bincount(data.skill, minlength=len(st.skills)).astype(np.float64)
-        eff = effective_weights(best[None, :], counts, self.params(recipe))[0]
+        eff = effective_weights(best[None, :], skill_counts(data), self.params(recipe))[0]
         new = recipe.successor(weights=weights_of(eff, st.skills, self.providers),
                                reason="evolved", fitness=round(decision.candidate, 6),
                                baseline_fitness=round(decision.incumbent, 6),

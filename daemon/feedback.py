@@ -128,16 +128,30 @@ class FeedbackConsumer:
         self._sub: Any = None
 
     async def start(self) -> None:
+        await self._subscribe()
+        self._task = asyncio.create_task(self._loop(), name="feedback")
+
+    async def _subscribe(self) -> None:
         js = self.nc.jetstream(timeout=5.0)
         self._sub = await js.pull_subscribe(
             self.streams.feedback_subject, durable=DURABLE, stream=FEEDBACK_STREAM,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=20,
                                   max_ack_pending=1000))
-        self._task = asyncio.create_task(self._loop(), name="feedback")
+
+    async def _resubscribe(self) -> None:
+        """After broker trouble, bind the durable consumer again (it kept our place)."""
+        with contextlib.suppress(Exception):  # the old subscription may be half gone
+            await self._sub.unsubscribe()
+        await self._subscribe()
+        log.info("feedback_resubscribed")
 
     async def _loop(self) -> None:
+        broken = False
         while True:
             try:
+                if broken:
+                    await self._resubscribe()
+                    broken = False
                 msgs = await self._sub.fetch(64, timeout=1.0)
             except nats.errors.TimeoutError:
                 continue
@@ -145,6 +159,7 @@ class FeedbackConsumer:
                 raise
             except Exception as exc:  # broker away: the durable consumer keeps our place
                 log.warning("feedback_fetch_failed", error=type(exc).__name__)
+                broken = True
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:

@@ -1,0 +1,39 @@
+"""Learning recipe weights: fitness replay, evolution, seeding and the promotion gate.
+
+Nothing here imports NATS, aiohttp or the daemon: the daemon hands in a
+:class:`Snapshot` and a population, and gets back arrays and decisions.
+"""
+
+from optimizers.data import Snapshot
+from optimizers.evolve import NumpyOptimizer, Optimizer, PygadOptimizer, StepResult
+from optimizers.fitness import (
+    FitnessParams,
+    Replay,
+    effective_weights,
+    fitness,
+    picks,
+    record_values,
+    skill_counts,
+)
+from optimizers.gate import GateDecision, gate, split_holdout
+from optimizers.seeding import agreement_weights, seed_population
+
+__all__ = [
+    "FitnessParams",
+    "GateDecision",
+    "NumpyOptimizer",
+    "Optimizer",
+    "PygadOptimizer",
+    "Replay",
+    "Snapshot",
+    "StepResult",
+    "agreement_weights",
+    "effective_weights",
+    "fitness",
+    "gate",
+    "picks",
+    "record_values",
+    "seed_population",
+    "skill_counts",
+    "split_holdout",
+]

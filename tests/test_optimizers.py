@@ -65,40 +65,49 @@ def one_record(
 # --- record_values -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("classes", "served", "reward", "expected"),
-    [
-        # served A agrees with B, C differs and is the only alternative
-        ([0, 0, 1], 0, 1.0, [0.9, 0.9, 0.1]),
-        ([0, 0, 1], 0, 0.0, [0.1, 0.1, 0.9]),
-        # two different alternatives share the blame of a down-voted answer
-        ([0, 1, 2], 0, 0.0, [0.1, 0.45, 0.45]),
-        # alternatives C, D agree: their class has support 2 of 3 differing answers
-        ([0, 1, 1, 2], 0, 0.0, [0.1, 0.6, 0.6, 0.3]),
-        # an unanswered provider neither counts as support nor gets a NaN
-        ([0, -1, 1], 0, 0.0, [0.1, 0.0, 0.9]),
-    ],
-)
-def test_record_values_hand_computed(
-    classes: list[int], served: int, reward: float, expected: list[float]
-) -> None:
-    values = record_values(one_record(classes, served, reward), noise=0.1)
-    assert values.dtype == np.float32
-    if -1 in classes:
-        keep = [i for i, c in enumerate(classes) if c >= 0]
-        np.testing.assert_allclose(values[0, keep], np.array(expected)[keep], atol=1e-6)
-        assert np.isfinite(values).all()
-    else:
-        np.testing.assert_allclose(values[0], expected, atol=1e-6)
+def test_record_values_follow_the_rating_of_the_served_answer() -> None:
+    up = record_values(one_record([0, 0, 1], 0, 1.0), noise=0.1)[0]
+    assert up.dtype == np.float32
+    assert up[0] == up[1] > 0.8 and up[2] < 0.2  # agreeing answers share the served fate
+    down = record_values(one_record([0, 0, 1], 0, 0.0), noise=0.1)[0]
+    assert down[0] < 0.2 and down[2] > down[0]
+
+
+def test_record_values_among_alternatives_follow_support() -> None:
+    split = record_values(one_record([0, 1, 2], 0, 0.0), noise=0.1)[0]
+    assert split[0] < 0.2 and split[1] == pytest.approx(split[2]) and split[1] + split[2] <= 1
+    backed = record_values(one_record([0, 1, 1, 2], 0, 0.0), noise=0.1)[0]
+    assert backed[1] == backed[2] > backed[3]
+    gap = record_values(one_record([0, -1, 1], 0, 0.0), noise=0.1)
+    assert np.isfinite(gap).all() and gap[0, 2] > gap[0, 0]
+
+
+def test_record_values_learn_who_is_reliable() -> None:
+    """A down-voted answer's alternatives are not equal: the reliable provider's is likelier."""
+    calib = [one_record([0, 1, 2], 0, 1.0) for _ in range(40)]  # A served and up-voted
+    test = [one_record([0, 1, 2], 2, 0.0) for _ in range(20)]   # C served and down-voted
+    parts = calib + test
+    data = Snapshot(
+        skills=("*",), providers=("A", "B", "C"),
+        skill=np.zeros(len(parts), np.int64),
+        answered=np.concatenate([p.answered for p in parts]),
+        sim=np.concatenate([p.sim for p in parts]),
+        served=np.concatenate([p.served for p in parts]),
+        reward=np.concatenate([p.reward for p in parts]),
+        propensity=np.ones(len(parts), np.float32),
+        truth=np.concatenate([p.truth for p in parts]),
+        weight=np.ones(len(parts), np.float32), cost=np.ones(3))
+    values = record_values(data, noise=0.1)
+    assert (values[40:, 0] > values[40:, 1] + 0.3).all()
 
 
 def test_record_values_probe_uses_truth_and_soft_similarity() -> None:
     probe = one_record([0, 1, -1], 0, np.nan, truth=[1.0, 0.0, np.nan])
-    np.testing.assert_allclose(record_values(probe, 0.1)[0], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(record_values(probe, 0.1)[0, :2], [1.0, 0.0])
     soft = one_record([0, 1], 0, 1.0)
     soft = replace(soft, sim=np.array([[[1.0, 0.5], [0.5, 1.0]]], np.float32))
-    # same = 0.5; d = [0, 0.5]; q[1] = 1 -> 0.5 * 0.9 + 0.5 * 0.1 * 1
-    np.testing.assert_allclose(record_values(soft, 0.1)[0], [0.9, 0.5], atol=1e-6)
+    values = record_values(soft, 0.1)[0]
+    assert 0.0 <= values[1] < values[0] <= 1.0
 
 
 # --- picks against a plain per-record reference ---------------------------------------------

@@ -99,7 +99,7 @@ class Harness:
         self.served: list[Served] = []
 
     def config(self, base_url: str) -> Config:
-        evolver = {"population": 32, "generations": 5, "min_new_ratings": 10,
+        evolver = {"population": 32, "generations": 10, "min_new_ratings": 10,
                    "interval_s": 2.0, "min_ratings": 30, **self.s.evolver}
         return parse_config({
             "nats": {"url": "embedded"},
