@@ -146,7 +146,7 @@ class Daemon:
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await asyncio.wait_for(self.nc.drain(), timeout=5.0)
-            except Exception as exc:  # a dead broker can't be drained; close instead
+            except Exception as exc:  # noqa: BLE001 - a dead broker can't be drained; close instead
                 log.warning("nats_drain_failed", error=type(exc).__name__)
                 await _quietly(self.nc.close)
         for provider in self.providers.values():
@@ -166,7 +166,7 @@ async def _quietly(close: Callable[[], Awaitable[object]]) -> None:
         await asyncio.shield(asyncio.wait_for(close(), timeout=10.0))
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # shutdown goes on whatever one step did
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever one step did
         log.warning("shutdown_step_failed", step=getattr(close, "__qualname__", "?"),
                     error=type(exc).__name__)
 

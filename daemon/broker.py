@@ -179,7 +179,7 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
     except nats.errors.NoServersError:
         raise BrokerError(f"could not connect to NATS at {_redact_url(url)}: no server answered "
                           "(is it running, and is the URL right?)") from None
-    except Exception as exc:  # nats-py raises many types here; report the kind and reason
+    except Exception as exc:  # noqa: BLE001 - nats-py raises many types here; report them
         raise BrokerError(f"could not connect to NATS at {_redact_url(url)}: "
                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
     return nc

@@ -86,7 +86,7 @@ async def cmd_ask(args: argparse.Namespace) -> int:
         msg = await nc.request(f"{cfg.service.subject_prefix}.infer", json.dumps(body).encode(),
                                timeout=args.timeout + 1.0,
                                headers={"Content-Type": "application/json"})
-    except Exception as exc:  # nats-py raises NoRespondersError / TimeoutError
+    except Exception as exc:  # noqa: BLE001 - NoResponders, Timeout...: one line for the user
         raise CliError(f"no answer from the daemon: {type(exc).__name__}") from None
     finally:
         await nc.close()
@@ -117,7 +117,7 @@ async def cmd_feedback(args: argparse.Namespace) -> int:
         ack = await nc.jetstream(timeout=5.0).publish(
             f"{cfg.service.subject_prefix}.feedback", json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"})
-    except Exception as exc:  # no stream: daemon never ran against this broker
+    except Exception as exc:  # noqa: BLE001 - no stream: the daemon never ran on this broker
         raise CliError(f"feedback not stored: {type(exc).__name__} (has the daemon run "
                        "against this NATS server?)") from None
     finally:
@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alchemist`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(args.fn(args))
+        code: int = asyncio.run(args.fn(args))
+        return code
     except KeyboardInterrupt:
         return 130
     except (CliError, ConfigError, RecipeError, BrokerError, SecretError, OSError,

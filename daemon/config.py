@@ -52,7 +52,7 @@ class _Section:
             raise ConfigError(f"{self._key(key)} must be {what}, got {value!r}")
         return value
 
-    def str(self, key: str, default: str) -> str:
+    def string(self, key: str, default: str) -> str:
         value: str = self._get(key, (str,), "a string", default)
         return value
 
@@ -60,16 +60,16 @@ class _Section:
         value: str | None = self._get(key, (str,), "a string", None)
         return value or None
 
-    def bool(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str, default: bool) -> bool:
         value: bool = self._get(key, (bool,), "true or false", default)
         return value
 
-    def int(self, key: str, default: int, lo: int, hi: int | None = None) -> int:
+    def integer(self, key: str, default: int, lo: int, hi: int | None = None) -> int:
         value: int = self._get(key, (int,), "an integer", default)
         self._check_range(key, value, lo, hi)
         return value
 
-    def float(self, key: str, default: float, lo: float, hi: float | None = None) -> float:
+    def number(self, key: str, default: float, lo: float, hi: float | None = None) -> float:
         value = float(self._get(key, (int, float), "a number", default))
         self._check_range(key, value, lo, hi)
         return value
@@ -78,10 +78,10 @@ class _Section:
         if key not in self.raw:
             self._used.add(key)
             return None
-        return self.float(key, 0.0, lo)
+        return self.number(key, 0.0, lo)
 
     def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
-        value = self.str(key, default)
+        value = self.string(key, default)
         if value not in options:
             raise ConfigError(f"{self._key(key)} must be one of {', '.join(options)}; got {value!r}")
         return value
@@ -226,11 +226,12 @@ class Config:
 
 def _nats(s: _Section) -> NatsConfig:
     cfg = NatsConfig(
-        url=s.str("url", "embedded"), port=s.int("port", 0, 0, 65535), name=s.str("name", "alchemist"),
+        url=s.string("url", "embedded"), port=s.integer("port", 0, 0, 65535),
+        name=s.string("name", "alchemist"),
         user=s.opt_str("user"), password=s.opt_str("password"), password_env=s.opt_str("password_env"),
         token=s.opt_str("token"), token_env=s.opt_str("token_env"), creds=s.opt_str("creds"),
         nkey_seed=s.opt_str("nkey_seed"), tls_ca=s.opt_str("tls_ca"), tls_cert=s.opt_str("tls_cert"),
-        tls_key=s.opt_str("tls_key"), tls_handshake_first=s.bool("tls_handshake_first", False),
+        tls_key=s.opt_str("tls_key"), tls_handshake_first=s.boolean("tls_handshake_first", False),
     )
     s.done()
     if not cfg.embedded and not re.match(r"^(nats|tls|ws|wss)://", cfg.url.split(",")[0].strip()):
@@ -242,12 +243,12 @@ def _nats(s: _Section) -> NatsConfig:
 
 def _service(s: _Section) -> ServiceConfig:
     cfg = ServiceConfig(
-        subject_prefix=s.str("subject_prefix", "alchemist"),
-        max_concurrency=s.int("max_concurrency", 256, 1, 100_000),
-        default_deadline_ms=s.int("default_deadline_ms", 30_000, 100),
-        max_deadline_ms=s.int("max_deadline_ms", 120_000, 100),
-        max_payload=s.int("max_payload", 1 << 20, 1024, 64 << 20),
-        drain_timeout_s=s.float("drain_timeout_s", 10.0, 0.1, 600),
+        subject_prefix=s.string("subject_prefix", "alchemist"),
+        max_concurrency=s.integer("max_concurrency", 256, 1, 100_000),
+        default_deadline_ms=s.integer("default_deadline_ms", 30_000, 100),
+        max_deadline_ms=s.integer("max_deadline_ms", 120_000, 100),
+        max_payload=s.integer("max_payload", 1 << 20, 1024, 64 << 20),
+        drain_timeout_s=s.number("drain_timeout_s", 10.0, 0.1, 600),
         log_level=s.choice("log_level", "info", ("debug", "info", "warning", "error")),
     )
     s.done()
@@ -266,13 +267,13 @@ def _provider(s: _Section, index: int) -> ProviderConfig:
                               f"(a provider needs name, kind, base_url and model)")
     kinds = tuple(sorted(ADAPTERS))
     cfg = ProviderConfig(
-        name=s.str("name", ""), kind=s.choice("kind", "openai", kinds), base_url=s.str("base_url", ""),
-        model=s.str("model", ""), api_key_env=s.opt_str("api_key_env"),
+        name=s.string("name", ""), kind=s.choice("kind", "openai", kinds), base_url=s.string("base_url", ""),
+        model=s.string("model", ""), api_key_env=s.opt_str("api_key_env"),
         api_key_file=s.opt_str("api_key_file"), api_key_credential=s.opt_str("api_key_credential"),
-        timeout_s=s.float("timeout_s", 30.0, 0.01, 3600), max_retries=s.int("max_retries", 2, 0, 10),
-        max_concurrency=s.int("max_concurrency", 16, 1, 10_000),
+        timeout_s=s.number("timeout_s", 30.0, 0.01, 3600), max_retries=s.integer("max_retries", 2, 0, 10),
+        max_concurrency=s.integer("max_concurrency", 16, 1, 10_000),
         price_input=s.opt_float("price_input", 0.0), price_output=s.opt_float("price_output", 0.0),
-        logprobs=s.bool("logprobs", False),
+        logprobs=s.boolean("logprobs", False),
     )
     s.done()
     if not _NAME.match(cfg.name) or cfg.name == "*":
@@ -303,14 +304,14 @@ def _recipe(name: str, s: _Section, providers: set[str]) -> RecipeConfig:
             if provider not in providers:
                 raise ConfigError(f"{row.path}.{provider} names no configured provider; "
                                   f"providers are: {', '.join(sorted(providers))}")
-            weights[skill][provider] = row.float(provider, 1.0, 0.0, 1.0)
+            weights[skill][provider] = row.number(provider, 1.0, 0.0, 1.0)
         row.done()
     wsec.done()
     params = s.table("params")
     cfg = RecipeConfig(
         name=name, strategy=s.choice("strategy", "vote", ("vote", "select")), answer=answer,
-        weights=weights, min_weight=params.float("min_weight", 0.05, 0.0, 1.0),
-        explore=params.float("explore", 0.0, 0.0, 0.5),
+        weights=weights, min_weight=params.number("min_weight", 0.05, 0.0, 1.0),
+        explore=params.number("explore", 0.0, 0.0, 0.5),
     )
     params.done()
     s.done()
@@ -319,13 +320,14 @@ def _recipe(name: str, s: _Section, providers: set[str]) -> RecipeConfig:
 
 def _evolver(s: _Section) -> EvolverConfig:
     cfg = EvolverConfig(
-        enabled=s.bool("enabled", True), population=s.int("population", 32, 4, 4096),
-        generations=s.int("generations", 10, 1, 1000), min_new_ratings=s.int("min_new_ratings", 20, 1),
-        interval_s=s.float("interval_s", 30.0, 0.05), min_ratings=s.int("min_ratings", 30, 1),
-        holdout_share=s.float("holdout_share", 0.3, 0.05, 0.9), margin=s.float("margin", 0.005, 0.0, 1.0),
-        z=s.float("z", 2.33, 0.0, 10.0), noise=s.float("noise", 0.1, 0.0, 0.49),
-        cost_weight=s.float("cost_weight", 0.02, 0.0, 10.0), shrink_k=s.float("shrink_k", 20.0, 0.0),
-        user_cap=s.int("user_cap", 200, 1), user_window_s=s.float("user_window_s", 3600.0, 1.0),
+        enabled=s.boolean("enabled", True), population=s.integer("population", 32, 4, 4096),
+        generations=s.integer("generations", 10, 1, 1000),
+        min_new_ratings=s.integer("min_new_ratings", 20, 1),
+        interval_s=s.number("interval_s", 30.0, 0.05), min_ratings=s.integer("min_ratings", 30, 1),
+        holdout_share=s.number("holdout_share", 0.3, 0.05, 0.9), margin=s.number("margin", 0.005, 0.0, 1.0),
+        z=s.number("z", 2.33, 0.0, 10.0), noise=s.number("noise", 0.1, 0.0, 0.49),
+        cost_weight=s.number("cost_weight", 0.02, 0.0, 10.0), shrink_k=s.number("shrink_k", 20.0, 0.0),
+        user_cap=s.integer("user_cap", 200, 1), user_window_s=s.number("user_window_s", 3600.0, 1.0),
     )
     s.done()
     return cfg
@@ -345,13 +347,13 @@ def parse_config(raw: Mapping[str, Any], source: str = "<memory>") -> Config:
     nats = _nats(top.table("nats"))
     service = _service(top.table("service"))
     state = top.table("state")
-    state_dir = Path(state.str("dir", str(default_state_dir()))).expanduser()
+    state_dir = Path(state.string("dir", str(default_state_dir()))).expanduser()
     state.done()
     exp = top.table("experience")
     experience = ExperienceConfig(
-        max_records=exp.int("max_records", 50_000, 100, 10_000_000),
-        stream_max_bytes=exp.int("stream_max_bytes", 256 << 20, 1 << 20),
-        max_age_days=exp.float("max_age_days", 30.0, 0.01),
+        max_records=exp.integer("max_records", 50_000, 100, 10_000_000),
+        stream_max_bytes=exp.integer("stream_max_bytes", 256 << 20, 1 << 20),
+        max_age_days=exp.number("max_age_days", 30.0, 0.01),
     )
     exp.done()
     top._used.add("providers")

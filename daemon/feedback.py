@@ -157,7 +157,7 @@ class FeedbackConsumer:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # broker away: the durable consumer keeps our place
+            except Exception as exc:  # noqa: BLE001 - broker away: the durable consumer keeps our place
                 log.warning("feedback_fetch_failed", error=type(exc).__name__)
                 broken = True
                 await asyncio.sleep(1.0)
@@ -167,7 +167,7 @@ class FeedbackConsumer:
                     await self.handle(msg)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # not acked: JetStream redelivers after ack_wait
+                except Exception as exc:  # noqa: BLE001 - not acked: JetStream redelivers it
                     log.warning("feedback_not_processed", error=type(exc).__name__)
 
     async def handle(self, msg: Msg) -> str:

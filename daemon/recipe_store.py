@@ -180,7 +180,7 @@ class RecipeStore:
                 watcher = await self.kv.watchall()
                 while True:
                     try:
-                        entry = await watcher.updates(timeout=10.0)
+                        entry = await watcher.updates(timeout=10.0)  # type: ignore[no-untyped-call]  # nats-py is untyped here
                     except nats.errors.TimeoutError:
                         for name in list(self.current):
                             await self.refresh(name)
@@ -193,7 +193,7 @@ class RecipeStore:
                         log.error("recipe_unreadable", key=entry.key, error=str(exc))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection trouble: re-create the watcher
+            except Exception as exc:  # noqa: BLE001 - connection trouble: re-create the watcher
                 log.warning("recipe_watch_restart", error=type(exc).__name__)
             await asyncio.sleep(1.0)
 

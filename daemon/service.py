@@ -126,7 +126,7 @@ class InferenceService:
         assert self.streams is not None
         try:
             await self.streams.record(exp)
-        except Exception as exc:  # the reply went out; losing one experience is logged, not fatal
+        except Exception as exc:  # noqa: BLE001 - the reply went out; a lost record is logged
             self.counts["experience_dropped"] += 1
             log.warning("experience_not_recorded", error=type(exc).__name__)
 
@@ -186,7 +186,7 @@ class InferenceService:
             raise InferError("no_providers", f"no provider answered ({errors})")
         candidates = [Candidate(o.name, o.result.text, _key(extract(o.result.text, spec)),
                                 row[o.name]) for o in answered if o.result is not None]
-        fused = fuse(candidates, recipe.strategy)
+        fused = fuse(candidates, "select" if recipe.strategy == "select" else "vote")
         served, propensity = self._maybe_explore(candidates, fused.index, fused.sim, recipe.explore)
         winner = candidates[served]
         confidence = fused.confidence if served == fused.index else float(

@@ -108,6 +108,6 @@ class Streams:
         for sub in self._subs:
             try:
                 await sub.unsubscribe()
-            except Exception as exc:  # already gone with the connection; nothing to undo
+            except Exception as exc:  # noqa: BLE001 - gone with the connection; nothing to undo
                 log.debug("unsubscribe_failed", error=type(exc).__name__)
         self._subs.clear()
