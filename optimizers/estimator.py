@@ -6,9 +6,11 @@ answer was right. We estimate it with a small latent-truth model in the
 spirit of Dawid and Skene (1979), fitted by EM over all rated records:
 
 * each provider ``m`` has an accuracy ``a[s, m]`` on skill ``s``;
-* on record ``n``, the providers' answers form groups (``sim``); group ``g``
-  is correct with prior odds ``exp(sum_{m in g} logit a[s_n, m])`` against a
-  "no answer is right" outcome with odds 1 (weighted majority vote odds);
+* on record ``n``, the providers' answers form groups (``sim``); against the
+  outcome "no answer is right", group ``g`` has the likelihood ratio
+  ``prod_{m in g} a[s_n, m] / ((1 - a[s_n, m]) * c)``: each member is right,
+  rather than wrong *and* landing on that same answer by chance (``c``, the
+  chance that two wrong answers agree; weighted majority vote odds);
 * the rating of the served answer is a noisy observation: a thumbs-up has
   probability ``1 - noise`` when the served answer's group is correct and
   ``noise`` otherwise (a thumbs-down the other way round).
@@ -47,6 +49,8 @@ _PRIOR_ACC = 0.6     # accuracy a provider starts with before any evidence
 _PRIOR_N = 2.0       # ... worth this many records
 _SKILL_K = 10.0      # a skill's accuracy borrows this many records' worth from "*"
 _CLIP = (0.02, 0.98)
+_MAX_SUPPORT = 3.0   # cap on a group's prior log-odds: a rating (odds 9 at 10% noise) can still flip it
+_CHANCE = 0.2        # c: how often a wrong answer lands on one given other answer
 
 
 def _posteriors(data: Snapshot, acc: FloatArray, noise: float) -> FloatArray:
@@ -56,8 +60,10 @@ def _posteriors(data: Snapshot, acc: FloatArray, noise: float) -> FloatArray:
     ans = data.answered.astype(np.float64)
     sim = data.sim.astype(np.float64) * ans[:, None, :]          # agreement with answerers only
     a = np.clip(acc[data.skill], *_CLIP)
-    logit = np.log(a / (1.0 - a)) * ans
-    support = np.einsum("nmk,nk->nm", sim, logit)                # log-odds of m's group
+    logit = (np.log(a / (1.0 - a)) - np.log(_CHANCE)) * ans
+    # the prior may not overrule a rating: providers' errors correlate, so their
+    # summed log-odds overstate the evidence; a cap keeps the rating decisive
+    support = np.minimum(np.einsum("nmk,nk->nm", sim, logit), _MAX_SUPPORT)
     size = np.maximum(sim.sum(axis=2), 1e-9)                     # members of m's group
     reward = data.reward.astype(np.float64)
     up = np.nan_to_num(reward, nan=0.0) >= 0.5
