@@ -24,7 +24,7 @@ from nats.micro.service import Service
 
 from adapters import Provider, ProviderSpec, build_provider, make_session, resolve_api_key
 from daemon import __version__
-from daemon.broker import EmbeddedNats, connect
+from daemon.broker import EmbeddedNats, connect, redact_url
 from daemon.config import Config, ProviderConfig
 from daemon.evolver import Evolver
 from daemon.experience import ExperienceIndex
@@ -96,18 +96,23 @@ class Daemon:
         self.streams = Streams(self.nc, cfg, self.index)
         await self.streams.ensure()
         await self.streams.follow()
+        await self.streams.caught_up()
         self.feedback = FeedbackConsumer(self.nc, self.streams, self.index, cfg.evolver)
         await self.feedback.start()
         self.evolver = Evolver(cfg, self.recipes, self.index, list(self.providers))
         await self.evolver.start()
         self.service = InferenceService(cfg, self.providers, self.recipes, self.streams)
+        self.service.reply_limit = self.nc.max_payload
+        if cfg.service.max_payload > self.nc.max_payload:
+            log.warning("max_payload_clamped", configured=cfg.service.max_payload,
+                        broker=self.nc.max_payload)
         self._micro = await add_service(
             self.nc, name="alchemist", version=__version__, queue_group="alchemist",
             description="llm-alchemist: fused answers from several LLM providers")
         await self._micro.add_endpoint(name="infer", subject=f"{prefix}.infer",
                                        handler=self.service.on_request)
         await self._until_reachable(f"{prefix}.infer")
-        log.info("ready", url=self.url, subject=f"{prefix}.infer",
+        log.info("ready", url=redact_url(self.url), subject=f"{prefix}.infer",
                  providers=list(self.providers), recipes=sorted(self.recipes.current),
                  state_dir=str(cfg.state_dir))
 
@@ -155,6 +160,7 @@ class Daemon:
             await _quietly(self.session.close)
         if self.embedded is not None:
             await _quietly(self.embedded.stop)
+            (self.cfg.state_dir / "nats.url").unlink(missing_ok=True)
         counts = dict(self.service.counts) if self.service else {}
         log.info("stopped", seconds=round(time.monotonic() - t0, 3), abandoned_requests=left,
                  uptime_s=round(time.time() - self.started_at, 1), **counts)

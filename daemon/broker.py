@@ -23,6 +23,7 @@ import structlog
 from nats.aio.client import Client
 
 from daemon.config import ConfigError, NatsConfig
+from daemon.logs import register_secret
 
 log = structlog.get_logger("alchemist.nats")
 
@@ -118,7 +119,8 @@ def _secret(value: str | None, env: str | None, what: str) -> str | None:
         if not os.environ.get(env):
             raise ConfigError(f"nats.{what}_env names the environment variable {env}, "
                               "which is not set or empty")
-        return os.environ[env]
+        value = os.environ[env]
+    register_secret(value)
     return value
 
 
@@ -132,8 +134,15 @@ def _tls(cfg: NatsConfig) -> ssl.SSLContext | None:
 
 
 async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
-                  connect_timeout: float = 5.0) -> Client:
-    """Connect with the configured auth and TLS, reconnecting forever once connected."""
+                  connect_timeout: float = 5.0, reconnect: bool = True) -> Client:
+    """Connect with the configured auth and TLS.
+
+    The daemon (``reconnect=True``) keeps reconnecting forever once connected;
+    a CLI verb (``reconnect=False``) fails at once when nobody answers.
+    """
+    for part in url.split(","):
+        if "@" in part:  # user:password@ in the URL is a secret too
+            register_secret(part.split("://", 1)[-1].split("@", 1)[0])
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
@@ -169,23 +178,28 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
         kwargs["tls_handshake_first"] = cfg.tls_handshake_first
     nc = Client()
     try:
-        await nc.connect(
+        await asyncio.wait_for(nc.connect(
             servers=[u.strip() for u in url.split(",")], name=name or cfg.name,
             error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
-            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1,
+            allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 0,
+            reconnect_time_wait=1,
             connect_timeout=int(max(1, connect_timeout)), ping_interval=10,
             max_outstanding_pings=3, **kwargs,  # type: ignore[arg-type]  # typed per key above
-        )
+        ), timeout=connect_timeout * 3 if reconnect else connect_timeout)
+    except TimeoutError:
+        await nc.close()
+        raise BrokerError(f"could not connect to NATS at {redact_url(url)} within "
+                          f"{connect_timeout * (3 if reconnect else 1):.0f} s") from None
     except nats.errors.NoServersError:
-        raise BrokerError(f"could not connect to NATS at {_redact_url(url)}: no server answered "
+        raise BrokerError(f"could not connect to NATS at {redact_url(url)}: no server answered "
                           "(is it running, and is the URL right?)") from None
     except Exception as exc:  # noqa: BLE001 - nats-py raises many types here; report them
-        raise BrokerError(f"could not connect to NATS at {_redact_url(url)}: "
+        raise BrokerError(f"could not connect to NATS at {redact_url(url)}: "
                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
     return nc
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     """A URL with any ``user:password@`` part hidden."""
     out = []
     for part in url.split(","):

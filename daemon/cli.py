@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import tomli_w
 
 from adapters import SecretError
@@ -50,7 +51,7 @@ def client_url(cfg: Config, explicit: str | None) -> str:
 async def _client(args: argparse.Namespace) -> tuple[Config, Any]:
     cfg = _config(args)
     nc = await connect(cfg.nats, client_url(cfg, args.url), name="alchemist-cli",
-                       connect_timeout=3.0)
+                       connect_timeout=3.0, reconnect=False)
     return cfg, nc
 
 
@@ -269,4 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ConfigError, RecipeError, BrokerError, SecretError, OSError,
             ValueError) as exc:
         print(f"alchemist: {exc}", file=sys.stderr)
+        return 2
+    except nats.errors.Error as exc:
+        print(f"alchemist: NATS said {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ from optimizers import (
 
 log = structlog.get_logger("alchemist.evolver")
 _RESEED = 4  # individuals replaced by fresh seeds at each step
+_NO_SHRINK = 1e12  # skill evidence that makes shrinkage a no-op
+#: what a step returns: the gate's decision, the candidate's weights, its fitness
+_StepOut = tuple[GateDecision, dict[str, dict[str, float]] | None, float]
 
 
 @dataclass(slots=True)
@@ -120,6 +124,8 @@ class Evolver:
         self.counts = {"steps": 0, "promotions": 0, "generations": 0}
         self.last_gate: dict[str, GateDecision] = {}
         self._task: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[_StepOut] | None = None
+        self._stop = threading.Event()  # ends a running PyGAD step early, at shutdown
         self._wake = asyncio.Event()
 
     def params(self, recipe: Recipe) -> FitnessParams:
@@ -146,7 +152,7 @@ class Evolver:
                 except Exception:
                     log.exception("evolver_step_failed", recipe=name)
 
-    def _due(self, name: str, st: _State, total: int) -> bool:
+    def _due(self, st: _State, total: int) -> bool:
         new = total - st.seen
         if new <= 0:
             return False
@@ -156,28 +162,36 @@ class Evolver:
     async def maybe_step(self, name: str, *, force: bool = False) -> GateDecision | None:
         """Run one evolution step for a recipe if enough new ratings arrived."""
         st = self.state.setdefault(name, _State())
-        records = list(self.index.rated_for(name))
-        if not records or not (force or self._due(name, st, len(records))):
-            return None
+        total = self.index.rated_total[name]
         recipe = self.recipes.get(name)
-        if recipe is None:
+        if recipe is None or not total or not (force or self._due(st, total)):
             return None
-        st.seen, st.last_step = len(records), time.monotonic()
-        decision, best, fitness = await asyncio.to_thread(self._step, name, st, recipe, records)
+        revision = self.recipes.revision(name)  # the promotion must not overwrite a newer write
+        records = list(self.index.rated_for(name))
+        st.seen, st.last_step = total, time.monotonic()
+        self._stop.clear()
+        self._running = asyncio.create_task(
+            asyncio.to_thread(self._step, st, recipe, records), name=f"evolve-{name}")
+        decision, weights, fitness = await self._running
+        self._running = None
         self.counts["steps"] += 1
-        self.counts["generations"] = self.counts["steps"] * self.ecfg.generations
+        self.counts["generations"] += self.ecfg.generations
         self.last_gate[name] = decision
         log.info("evolver_step", recipe=name, generation=st.generation, ratings=len(records),
                  best_fitness=round(fitness, 4), promote=decision.promote,
                  gain=round(decision.diff, 4), stderr=round(decision.stderr, 4),
                  reason=decision.reason)
-        if decision.promote and best is not None:
-            await self._promote(recipe, best, decision, st, len(records))
+        if decision.promote and weights is not None:
+            new = recipe.successor(weights=weights, reason="evolved",
+                                   fitness=round(decision.candidate, 6),
+                                   baseline_fitness=round(decision.incumbent, 6),
+                                   n_ratings=len(records), generation=st.generation)
+            if await self.recipes.publish(new, expected_revision=revision):
+                self.counts["promotions"] += 1
         await asyncio.to_thread(self._save, name, st)
         return decision
 
-    def _step(self, name: str, st: _State, recipe: Recipe,
-              records: list[Rated]) -> tuple[GateDecision, np.ndarray | None, float]:
+    def _step(self, st: _State, recipe: Recipe, records: list[Rated]) -> _StepOut:
         """Worker thread: snapshot, optimizer step, gate. Touches no shared state but ``st``."""
         seen_skills = {r.experience.skill for r in records} | set(recipe.weights)
         skills = (FALLBACK, *sorted(seen_skills - {FALLBACK}))
@@ -185,12 +199,12 @@ class Evolver:
         params = self.params(recipe)
         holdout = split_holdout([r.key for r in records], self.ecfg.holdout_share)
         train, test = data.subset(~holdout), data.subset(holdout)
+        # the incumbent's weights are already effective (shrunk when it was promoted)
         incumbent = genome_of(recipe, skills, self.providers)
         pop = st.population
         rng = np.random.default_rng(st.seeds.spawn(1)[0])
         if pop is None or skills != st.skills or pop.shape[1] != incumbent.size:
             pop = seed_population(incumbent, train, self.ecfg.population, rng, params)
-            st.skills = skills
         else:
             # the evidence grew since the population was seeded: the incumbent and fresh
             # agreement-based genomes (and variants) replace the weakest individuals
@@ -198,26 +212,16 @@ class Evolver:
             order = np.argsort(st.fitness) if st.fitness is not None else np.arange(len(pop))
             pop = pop.copy()
             pop[order[: len(fresh)]] = fresh
-        result = PygadOptimizer(params, generations=self.ecfg.generations).step(
-            pop, train, st.seeds.spawn(1)[0])
-        st.population, st.fitness = result.population, result.fitness
-        st.generation += self.ecfg.generations
-        decision = gate(result.best, incumbent, test, params, margin=self.ecfg.margin,
+        result = PygadOptimizer(params, generations=self.ecfg.generations,
+                                stop_event=self._stop).step(pop, train, st.seeds.spawn(1)[0])
+        eff = effective_weights(result.best[None, :], skill_counts(data), params)[0]
+        # both sides are compared as they would be served: no further shrinkage
+        decision = gate(eff.ravel(), incumbent, test, params, margin=self.ecfg.margin,
                         z=self.ecfg.z, min_records=self.ecfg.min_ratings,
-                        counts=skill_counts(data))
-        return decision, result.best, float(result.best_fitness)
-
-    async def _promote(self, recipe: Recipe, best: np.ndarray, decision: GateDecision,
-                       st: _State, n_ratings: int) -> None:
-        records = list(self.index.rated_for(recipe.name))
-        data = build_snapshot(records, st.skills, self.providers)
-        eff = effective_weights(best[None, :], skill_counts(data), self.params(recipe))[0]
-        new = recipe.successor(weights=weights_of(eff, st.skills, self.providers),
-                               reason="evolved", fitness=round(decision.candidate, 6),
-                               baseline_fitness=round(decision.incumbent, 6),
-                               n_ratings=n_ratings, generation=st.generation)
-        if await self.recipes.publish(new, expected_revision=self.recipes.revision(recipe.name)):
-            self.counts["promotions"] += 1
+                        counts=np.full(len(skills), _NO_SHRINK))
+        st.skills, st.population, st.fitness = skills, result.population, result.fitness
+        st.generation += self.ecfg.generations
+        return decision, weights_of(eff, skills, self.providers), float(result.best_fitness)
 
     def wake(self) -> None:
         """Check for due steps now (used by tests and after bursts of ratings)."""
@@ -253,10 +257,15 @@ class Evolver:
         return st
 
     async def close(self) -> None:
+        """Stop stepping (a running step ends within a generation), then save every population."""
+        self._stop.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._running is not None:  # its thread still owns a state: let it finish first
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._running), timeout=5.0)
         for name, st in self.state.items():
             await asyncio.to_thread(self._save, name, st)

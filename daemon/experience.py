@@ -13,7 +13,7 @@ evolver learns from all of them. In memory, both live in bounded maps.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,8 +120,8 @@ class ExperienceIndex:
     def __init__(self, limit: int) -> None:
         self.experiences = BoundedMap(limit)
         self.rated = BoundedMap(limit)
-        #: bumped on every new rated record; the evolver compares it with what it has seen
-        self.rated_total = 0
+        #: rated records ever added, per recipe (only grows, unlike the bounded map)
+        self.rated_total: Counter[str] = Counter()
 
     def add_experience(self, exp: Experience) -> None:
         self.experiences.put(exp.request_id, exp)
@@ -133,7 +133,7 @@ class ExperienceIndex:
     def add_rated(self, rec: Rated) -> bool:
         added = self.rated.put(rec.key, rec)
         if added:
-            self.rated_total += 1
+            self.rated_total[rec.experience.recipe] += 1
         return added
 
     def has_rating(self, key: str) -> bool:

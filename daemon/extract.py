@@ -28,6 +28,8 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import Final, Literal, cast, get_args
 
+import regex
+
 AnswerKind = Literal["text", "choice", "number", "json", "regex"]
 ANSWER_KINDS: Final[tuple[str, ...]] = get_args(AnswerKind)
 _SPEC_KEYS: Final = frozenset({"kind", "field", "pattern"})
@@ -37,6 +39,8 @@ _MAX_JSON_STARTS: Final = 24  # '{' positions tried as a JSON start
 _MAX_LITERAL_CHARS: Final = 20_000  # ast.literal_eval input bound
 _MAX_NUMBER_DIGITS: Final = 60  # longer digit runs are not answers
 
+REGEX_TIMEOUT_S = 0.05  # per extraction with a client's pattern
+REGEX_MAX_TEXT = 100_000
 _WS = re.compile(r"\s+")
 _EDGE_QUOTES: Final = "\"'`\u201c\u201d\u2018\u2019*"
 _TRAILING_PUNCT: Final = ".,;:!?\u3002"
@@ -94,9 +98,11 @@ class AnswerSpec:
         if self.kind == "regex":
             if not isinstance(self.pattern, str) or not self.pattern:
                 raise ValueError("The regex answer kind needs a non-empty pattern.")
+            if len(self.pattern) > 500:
+                raise ValueError("The regex answer pattern must be at most 500 characters.")
             try:
-                re.compile(self.pattern)
-            except re.error as exc:
+                regex.compile(self.pattern)
+            except (regex.error, OverflowError, RecursionError) as exc:
                 raise ValueError(
                     f"The regex answer pattern {self.pattern!r} does not compile: {exc}."
                 ) from exc
@@ -386,14 +392,16 @@ def _loose_field(text: str, key: str) -> str | None:
             return str(_DECODER.decode(f'"{quoted.group(1)}"'))
         except ValueError:
             return quoted.group(1).replace('\\"', '"')
-    bare = re.search(rf'"{name}"\s*:\s*([^,\s}}\]"][^,\n}}\]]{{0,200}})', text)
+    bare = re.search(rf'"{re.escape(name)}"\s*:\s*([^,\s}}\]"][^,\n}}\]]{{0,200}})', text)
     return bare.group(1) if bare else None  # "answer": 42 (no quotes)
 
 
 def _extract_regex(text: str, pattern: str) -> str | None:
+    # Patterns come from clients: the `regex` engine takes a timeout, so a
+    # catastrophic pattern costs at most REGEX_TIMEOUT_S, not the event loop.
     try:
-        match = re.search(pattern, text)
-    except (re.error, RecursionError):
+        match = regex.search(pattern, text[:REGEX_MAX_TEXT], timeout=REGEX_TIMEOUT_S)
+    except (regex.error, RecursionError, TimeoutError):
         return None
     group = None if match is None else match.group(1 if match.re.groups else 0)
     return None if group is None else normalize_text(group)

@@ -8,6 +8,7 @@ up in a string.
 
 from __future__ import annotations
 
+import json as json_module
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -67,7 +68,20 @@ def configure(level: str = "info", stream: TextIO | None = None, *, json: bool =
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # nats-py and aiohttp log through the stdlib; keep their warnings, in one line each
-    logging.basicConfig(level=max(lvl, logging.WARNING), stream=stream or sys.stderr,
-                        format='{"level": "%(levelname)s", "logger": "%(name)s", '
-                               '"event": "%(message)s"}')
+    # nats-py, aiohttp and pygad log through the stdlib: same JSON lines, same redaction
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(lvl, logging.WARNING))
+
+
+class _JsonFormatter(logging.Formatter):
+    """Stdlib records as the same JSON lines structlog writes, secrets scrubbed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {"event": record.getMessage(), "level": record.levelname.lower(),
+                                 "logger": record.name}
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return json_module.dumps(redact(None, "", event))

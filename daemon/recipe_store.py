@@ -36,7 +36,7 @@ def encode_recipe(recipe: Recipe) -> bytes:
 def decode_recipe(data: bytes) -> Recipe:
     try:
         return Recipe.from_dict(json.loads(data))
-    except ValueError as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise RecipeError(f"stored recipe is unreadable: {exc}") from None
 
 
@@ -176,6 +176,7 @@ class RecipeStore:
     async def _watch(self) -> None:
         """Apply new versions as they are written; re-read every 10 s in case a watch broke."""
         while True:
+            watcher = None
             try:
                 watcher = await self.kv.watchall()
                 while True:
@@ -195,6 +196,10 @@ class RecipeStore:
                 raise
             except Exception as exc:  # noqa: BLE001 - connection trouble: re-create the watcher
                 log.warning("recipe_watch_restart", error=type(exc).__name__)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):  # the connection may be gone
+                        await watcher.stop()  # type: ignore[no-untyped-call]  # untyped in nats-py
             await asyncio.sleep(1.0)
 
     async def close(self) -> None:

@@ -76,6 +76,8 @@ class InferenceService:
         self.inflight = 0
         self.counts: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the broker's max_payload (set by the daemon once connected)
+        self.reply_limit = 1 << 20
 
     # -- NATS edge -----------------------------------------------------------------------
 
@@ -83,6 +85,12 @@ class InferenceService:
         """Micro endpoint handler: admit or refuse at once, then serve in a task."""
         if req.headers and SELF_CHECK in req.headers:
             await req.respond(b"")
+            return
+        # nobody to answer (nats.micro.Request has no public accessor for the reply subject):
+        # don't pay providers for it
+        if not req._msg.reply:
+            self.counts["no_reply_subject"] += 1
+            log.info("infer_dropped", reason="published without a reply subject")
             return
         as_json = is_json(req.headers)
         self.counts["requests"] += 1
@@ -108,7 +116,12 @@ class InferenceService:
             try:
                 request = parse_request(decode(req.data, as_json), self.cfg.service.max_deadline_ms)
                 reply, exp = await self.infer(request, request_id)
-                await req.respond(encode(reply, as_json), headers=JSON_HEADERS if as_json else None)
+                body = encode(reply, as_json)
+                if len(body) > self.reply_limit:
+                    raise InferError("payload_too_large", f"the fused reply is {len(body)} bytes, "
+                                     f"over the broker's limit of {self.reply_limit}; ask for "
+                                     "fewer max_tokens or leave out include_candidates")
+                await req.respond(body, headers=JSON_HEADERS if as_json else None)
                 self.counts["ok"] += 1
                 if exp is not None and self.streams is not None:
                     await self._record(exp)
@@ -140,10 +153,18 @@ class InferenceService:
             await req.respond(encode(error_body(exc.code, exc.message), as_json), headers=headers)
 
     async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` s for requests in flight; returns how many were left."""
+        """Wait up to ``timeout`` s for requests in flight, then cancel the rest.
+
+        Returns how many had to be cancelled.
+        """
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
-        return len(self._tasks)
+        left = set(self._tasks)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=5.0)
+        return len(left)
 
     # -- one request -------------------------------------------------------------------------
 
@@ -247,17 +268,21 @@ class InferenceService:
                 return Outcome(name, error=exc.code, latency_ms=(loop.time() - t0) * 1000)
             return Outcome(name, result=result, latency_ms=result.latency_ms)
 
+        started = loop.time()
         tasks = [asyncio.create_task(one(n), name=f"call-{n}") for n in names]
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - started))
+        finally:  # at the deadline, or when this request itself is cancelled
+            pending = {t for t in tasks if not t.done()}
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        waited_ms = (loop.time() - started) * 1000
         out = []
         for name, t in zip(names, tasks, strict=True):
             if t.cancelled():
-                out.append(Outcome(name, error="deadline",
-                                   latency_ms=(deadline - loop.time()) * 1000 + 0.0))
+                out.append(Outcome(name, error="deadline", latency_ms=waited_ms))
             elif t.exception() is not None:
                 exc = t.exception()
                 log.error("provider_call_crashed", provider=name, error=type(exc).__name__)

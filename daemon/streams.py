@@ -13,6 +13,7 @@ rebuilds its in-memory index, and survive broker restarts on their own.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -47,6 +48,7 @@ class Streams:
         self.cfg = cfg
         self.index = index
         self._subs: list[Any] = []
+        self._seen: dict[str, int] = {}  # last stream sequence each follower applied
 
     @property
     def feedback_subject(self) -> str:
@@ -74,12 +76,14 @@ class Streams:
         """Follow the experience and rated streams into the in-memory index."""
 
         async def on_experience(msg: Msg) -> None:
+            self._seen[EXPERIENCE_STREAM] = msg.metadata.sequence.stream
             try:
                 self.index.add_experience(Experience.from_wire(unpack(msg.data)))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("experience_unreadable", error=type(exc).__name__)
 
         async def on_rated(msg: Msg) -> None:
+            self._seen[RATED_STREAM] = msg.metadata.sequence.stream
             try:
                 self.index.add_rated(Rated.from_wire(unpack(msg.data)))
             except (KeyError, TypeError, ValueError) as exc:
@@ -91,6 +95,25 @@ class Streams:
                                           deliver_policy=DeliverPolicy.ALL,
                                           pending_msgs_limit=1_000_000)
             self._subs.append(sub)
+
+    async def caught_up(self, timeout: float = 60.0) -> None:
+        """Wait until both followers have replayed what the streams held when we started.
+
+        Feedback processing waits for this: a rating for a request answered
+        before a restart must find its experience, not be rejected as unknown.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        for stream in (EXPERIENCE_STREAM, RATED_STREAM):
+            target = (await self.js.stream_info(stream)).state.last_seq
+            while self._seen.get(stream, 0) < target:
+                if loop.time() > give_up:
+                    log.warning("replay_incomplete", stream=stream, seen=self._seen.get(stream, 0),
+                                last=target)
+                    return
+                await asyncio.sleep(0.01)
+        log.info("replay_done", experiences=len(self.index.experiences),
+                 rated=len(self.index.rated))
 
     async def record(self, exp: Experience) -> None:
         """Journal an experience (this instance indexes it at once)."""

@@ -9,7 +9,6 @@ of DESIGN.md and a message that says what was wrong and what is accepted.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +77,7 @@ def decode(data: bytes, as_json: bool) -> object:
             return json.loads(data)
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
-            TypeError, UnicodeDecodeError) as exc:
+            TypeError, UnicodeDecodeError, RecursionError) as exc:
         fmt = "JSON" if as_json else ("msgpack (send Content-Type: application/json "
                                       "for a JSON body)")
         raise InferError("bad_request", f"the body is not valid {fmt}: "
@@ -98,6 +97,16 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def _utf8(value: str, where: str) -> str:
+    """Refuse strings that are not valid Unicode text (lone surrogates from JSON escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InferError("bad_request", f"{where} is not valid UTF-8 text (it contains a lone "
+                         "surrogate escape such as \\ud800)") from None
+    return value
+
+
 def _str(raw: Mapping[str, Any], key: str, limit: int = 256) -> str | None:
     value = raw.get(key)
     if value is None:
@@ -105,7 +114,7 @@ def _str(raw: Mapping[str, Any], key: str, limit: int = 256) -> str | None:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise InferError("bad_request", f"'{key}' must be a non-empty string of at most "
                          f"{limit} characters")
-    return value
+    return _utf8(value, f"'{key}'")
 
 
 def _int(raw: Mapping[str, Any], key: str, lo: int, hi: int) -> int | None:
@@ -127,7 +136,7 @@ def _messages(raw: Mapping[str, Any]) -> tuple[Message, ...]:
         prompt = raw["prompt"]
         if not isinstance(prompt, str) or not prompt.strip():
             raise InferError("bad_request", "'prompt' must be a non-empty string")
-        return (Message("user", prompt),)
+        return (Message("user", _utf8(prompt, "'prompt'")),)
     items = raw["messages"]
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_MESSAGES:
         raise InferError("bad_request", f"'messages' must be a list of 1 to {MAX_MESSAGES} "
@@ -143,7 +152,7 @@ def _messages(raw: Mapping[str, Any]) -> tuple[Message, ...]:
                              f"{', '.join(_ROLES)}, got {role!r}"[:300])
         if not isinstance(content, str):
             raise InferError("bad_request", f"messages[{i}].content must be a string")
-        out.append(Message(role, content))
+        out.append(Message(role, _utf8(content, f"messages[{i}].content")))
     if not any(m.role == "user" for m in out):
         raise InferError("bad_request", "'messages' must contain at least one 'user' message")
     return tuple(out)
@@ -167,14 +176,15 @@ def parse_request(raw: object, max_deadline_ms: int) -> InferRequest:
     temperature = raw.get("temperature")
     if temperature is not None and (isinstance(temperature, bool)
                                     or not isinstance(temperature, int | float)
-                                    or not math.isfinite(temperature)
-                                    or not 0.0 <= temperature <= 2.0):
+                                    or not 0.0 <= temperature <= 2.0):  # NaN fails this too
         raise InferError("bad_request", "'temperature' must be a number between 0 and 2")
     tags = raw.get("tags")
     if tags is not None and (not isinstance(tags, list) or len(tags) > MAX_TAGS
                              or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags)):
         raise InferError("bad_request", f"'tags' must be a list of at most {MAX_TAGS} strings "
                          "of 1 to 64 characters")
+    for i, tag in enumerate(tags or ()):
+        _utf8(tag, f"tags[{i}]")
     include = raw.get("include_candidates", False)
     if not isinstance(include, bool):
         raise InferError("bad_request", "'include_candidates' must be true or false")

@@ -44,6 +44,7 @@ def counts(d: Daemon) -> dict[str, int]:
     (b'{"request_id": "x", "rating": 5}', "rating must be"),
     (b'{"request_id": "x", "rating": true}', "rating must be"),
     (b'{"request_id": "x", "rating": "up", "extra": 1}', "unknown field 'extra'"),
+    (b'{"request_id": "x", "rating": "up", "ts": 1' + b"0" * 400 + b"}", "ts must be"),
 ])
 def test_parse_feedback_rejects_with_reasons(payload: bytes, fragment: str) -> None:
     with pytest.raises(FeedbackError) as info:
