@@ -34,11 +34,11 @@ def _skills(math: float, code: float, knowledge: float, fmt: float) -> Mapping[s
 
 #: probability that a provider answers a task of a skill right
 ACCURACY: Mapping[str, Mapping[str, float]] = MappingProxyType({
-    "sim-mathwiz": _skills(0.92, 0.45, 0.70, 0.75),
-    "sim-coder": _skills(0.45, 0.92, 0.65, 0.85),
-    "sim-generalist": _skills(0.70, 0.70, 0.72, 0.70),
-    "sim-cheap": _skills(0.50, 0.50, 0.50, 0.55),
-    "sim-flaky": _skills(0.85, 0.85, 0.85, 0.85),
+    "sim-mathwiz": _skills(0.93, 0.40, 0.60, 0.70),
+    "sim-coder": _skills(0.40, 0.93, 0.60, 0.85),
+    "sim-generalist": _skills(0.60, 0.60, 0.65, 0.60),
+    "sim-cheap": _skills(0.45, 0.45, 0.45, 0.50),
+    "sim-flaky": _skills(0.80, 0.80, 0.80, 0.80),
 })
 LATENCY: Mapping[str, Latency] = MappingProxyType({
     "sim-mathwiz": Latency(60.0, "lognormal", 3.0),
@@ -51,8 +51,9 @@ FAILURE_RATE: Mapping[str, float] = MappingProxyType({
     "sim-mathwiz": 0.01, "sim-coder": 0.01, "sim-generalist": 0.005, "sim-cheap": 0.02,
     "sim-flaky": 0.10,
 })
-#: how a wrong answer picks among a task's distractors (the common mistake first)
-_DISTRACTOR_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
+#: how a wrong answer picks among a task's distractors: most wrong providers make the
+#: same common mistake, so a plain vote is often outvoted by agreeing wrong answers
+_DISTRACTOR_WEIGHTS = (0.7, 0.15, 0.1, 0.05)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +284,7 @@ def make_fleet(n_tasks: int = 400, seed: int = 0) -> Fleet:
     if n_tasks < 1:
         raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
     rng = random.Random(seed)
+    who_is_right = random.Random(seed + 1)  # apart from task generation: rates stay exact
     skills = [SKILLS[i % len(SKILLS)] for i in range(n_tasks)]
     rng.shuffle(skills)
     items: list[ReplayItem] = []
@@ -300,10 +302,10 @@ def make_fleet(n_tasks: int = 400, seed: int = 0) -> Fleet:
         counts[skill] += 1
         answers: dict[str, RecordedAnswer] = {}
         for model in PROVIDERS:
-            if rng.random() < ACCURACY[model][skill]:
+            if who_is_right.random() < ACCURACY[model][skill]:
                 answer, score = task.gold, 1.0
             else:
-                answer = rng.choices(task.distractors,
+                answer = who_is_right.choices(task.distractors,
                                      _DISTRACTOR_WEIGHTS[: len(task.distractors)])[0]
                 score = 0.0
             answers[model] = RecordedAnswer(_render(model, task.work, answer), score)

@@ -175,16 +175,18 @@ class Harness:
         ticker = asyncio.create_task(self._tick(on_tick)) if on_tick else None
 
         async def one(item: ReplayItem) -> None:
-            async with sem:
+            try:
                 await self.ask(item)
+            finally:
+                sem.release()
 
         tasks: set[asyncio.Task[None]] = set()
         try:
             for item in items:
+                await sem.acquire()  # at most `concurrency` requests in flight
                 if stop is not None and stop.is_set():
+                    sem.release()
                     break
-                await sem.acquire()  # keep at most `concurrency` tasks alive
-                sem.release()
                 task = asyncio.create_task(one(item))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -1,0 +1,81 @@
+"""The demo and the replay benchmark, run as a user runs them (the CLI, real NATS, real HTTP)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main
+from daemon.sim.fleet import make_fleet
+from tests.conftest import BENCH_DIR
+
+REPORT_KEYS = {"served_score_all", "served_score_last_half", "best_single", "plurality_vote",
+               "oracle", "mean_providers_called", "recipes_promoted", "ratings_sent", "curve"}
+
+
+def write_replay(path: Path, n: int) -> None:
+    """A replay file in the shared format, from the simulated fleet."""
+    with path.open("w") as f:
+        for item in make_fleet(n, seed=5).replay.items:
+            f.write(json.dumps({
+                "id": item.id, "skill": item.skill, "gold": item.gold,
+                "messages": [{"role": m.role, "content": m.content} for m in item.messages],
+                "answers": {k: {"text": a.text, "score": a.score} for k, a in item.answers.items()},
+            }) + "\n")
+
+
+def check_report(out: Path, requests: int) -> dict[str, object]:
+    report: dict[str, object] = json.loads((out / "report.json").read_text())
+    assert set(report) >= REPORT_KEYS
+    assert report["requests"] == requests
+    assert 0 <= report["served_score_all"] <= 100  # type: ignore[operator]
+    assert report["oracle"] >= report["best_single"]["score"]  # type: ignore[index, operator]
+    curve = report["curve"]
+    assert len(curve["x"]) == len(curve["served"]) == len(curve["best_single"])  # type: ignore[index, arg-type]
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return report
+
+
+def test_bench_replay_writes_a_well_formed_report(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "fleet.jsonl"
+    write_replay(data, 120)
+    out = tmp_path / "out"
+    assert main(["bench", "replay", "--dataset", str(data), "--answer", "json:answer",
+                 "--rated", "0.5", "--requests", "200", "--seed", "1", "--out", str(out)]) == 0
+    report = check_report(out, 200)
+    assert report["ratings_sent"] > 50  # type: ignore[operator]
+    printed = capsys.readouterr()
+    assert "served score, last half" in printed.out and "200/200" in printed.err
+
+
+def test_bench_replay_on_recorded_answers(tmp_path: Path) -> None:
+    data = BENCH_DIR / "gsm8k.jsonl.gz"
+    if not data.exists():
+        pytest.skip(f"no recorded replay set at {data} (set ALCHEMIST_BENCH_DIR to run this)")
+    out = tmp_path / "out"
+    assert main(["bench", "replay", "--dataset", str(data), "--answer", "number",
+                 "--requests", "150", "--out", str(out)]) == 0
+    report = check_report(out, 150)
+    assert report["best_single"]["model"] == "gpt-4o-mini-2024-07-18"  # type: ignore[index]
+
+
+def test_bench_replay_refuses_bad_arguments(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "fleet.jsonl"
+    write_replay(data, 10)
+    assert main(["bench", "replay", "--dataset", str(data), "--models", "nope"]) == 2
+    assert "--models: nope not in" in capsys.readouterr().err
+    assert main(["bench", "replay", "--dataset", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_demo_runs_headless_and_serves(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--duration", "4", "--headless", "--tasks", "80"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("[")]
+    assert len(lines) >= 2, out
+    counts = [int(ln.split("requests ")[1].split()[0]) for ln in lines]
+    assert counts == sorted(counts) and counts[-1] > 20
+    assert "served" in out.splitlines()[-1]
