@@ -26,7 +26,7 @@ from adapters import ChatRequest, ChatResult, Provider, ProviderError
 from daemon.config import Config
 from daemon.experience import Experience
 from daemon.extract import extract
-from daemon.fusion import Candidate, fuse
+from daemon.fusion import Candidate, Fused, fuse
 from daemon.recipe_store import RecipeStore
 from daemon.recipes import Recipe
 from daemon.streams import Streams
@@ -44,6 +44,7 @@ from daemon.wire import (
 log = structlog.get_logger("alchemist.infer")
 JSON_HEADERS = {"Content-Type": "application/json"}
 MAX_ANSWER_KEY = 512
+EXPLORE_BELOW = 0.6  # only requests whose winner holds less weight than this may explore
 #: header of the daemon's own start-up probe (see ``Daemon._until_reachable``)
 SELF_CHECK = "Alchemist-Self-Check"
 
@@ -208,7 +209,7 @@ class InferenceService:
         candidates = [Candidate(o.name, o.result.text, _key(extract(o.result.text, spec)),
                                 row[o.name]) for o in answered if o.result is not None]
         fused = fuse(candidates, "select" if recipe.strategy == "select" else "vote")
-        served, propensity = self._maybe_explore(candidates, fused.index, fused.sim, recipe.explore)
+        served, propensity = self._maybe_explore(candidates, fused, recipe.explore)
         winner = candidates[served]
         confidence = fused.confidence if served == fused.index else float(
             (fused.sim[served] @ [c.weight for c in candidates]) / max(
@@ -234,25 +235,23 @@ class InferenceService:
                           fused.sim, winner.provider, propensity)
         return reply, exp
 
-    def _maybe_explore(self, candidates: list[Candidate], pick: int, sim: Any,
+    def _maybe_explore(self, candidates: list[Candidate], fused: Fused,
                        explore: float) -> tuple[int, float]:
-        """Sometimes serve another answer group, so ratings reach answers the recipe would not pick.
+        """Sometimes serve the runner-up answer, so ratings reach answers the recipe would not pick.
 
-        Returns the served index and the probability with which it was served.
+        Only uncertain requests explore (the winner holds less than
+        ``EXPLORE_BELOW`` of the weight): a near-unanimous answer is not worth
+        risking. Returns the served index and the probability it was served with.
         """
-        has_answer = any(c.answer is not None for c in candidates)
-        others = [i for i in range(len(candidates)) if sim[pick][i] < 0.5
-                  and (candidates[i].answer is not None or not has_answer)]
-        groups: dict[str | None, int] = {}
-        for i in others:  # one representative per other answer: its heaviest provider
-            key = candidates[i].answer if candidates[i].answer is not None else f"#{i}"
-            if key not in groups or candidates[i].weight > candidates[groups[key]].weight:
-                groups[key] = i
-        if explore <= 0 or not groups:
+        pick, sim = fused.index, fused.sim
+        if explore <= 0 or fused.confidence >= EXPLORE_BELOW:
+            return pick, 1.0
+        rivals = [i for i in range(len(candidates))
+                  if sim[pick][i] < 0.5 and candidates[i].answer is not None]
+        if not rivals:
             return pick, 1.0
         if self.rng.random() < explore:
-            choice = self.rng.choice(sorted(groups.values()))
-            return choice, explore / len(groups)
+            return max(rivals, key=lambda i: fused.scores[i]), explore
         return pick, 1.0 - explore
 
     async def _fan_out(self, names: list[str], chat: ChatRequest,
