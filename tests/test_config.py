@@ -65,3 +65,10 @@ def test_bad_toml_and_missing_file_are_one_line_errors(tmp_path: Path,
     assert "is not valid TOML" in capsys.readouterr().err
     assert main(["run", "-c", str(tmp_path / "missing.toml")]) == 2
     assert "alchemist config init" in capsys.readouterr().err
+
+
+def test_the_shipped_example_config_loads() -> None:
+    path = Path(__file__).resolve().parents[1] / "systemd" / "alchemist.toml.example"
+    cfg = load_config(path)
+    assert [p.name for p in cfg.providers] == ["openai", "local-llama"]
+    assert cfg.providers[0].api_key_credential == "openai"

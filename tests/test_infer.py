@@ -229,3 +229,27 @@ async def test_serves_again_after_broker_restart(daemon_factory: DaemonFactory, 
     else:
         pytest.fail("the daemon did not serve again after the broker came back")
     assert reply["text"] == "alive"
+
+
+async def test_cli_ask_prints_the_answer_and_provider_status(
+        daemon_factory: DaemonFactory, fake: FakeOpenAI, nats_server,  # type: ignore[no-untyped-def]
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from daemon.cli import main
+
+    fake.set("a", Behaviour(text="Paris"))
+    fake.set("b", Behaviour(kind="error", status=401))
+    await daemon_factory(models=["a", "b"])
+    code = await asyncio.to_thread(main, ["ask", "Capital of France?", "--url", nats_server.url])
+    out = capsys.readouterr()
+    assert code == 0 and out.out.strip() == "Paris"
+    assert "b" in out.err and "auth" in out.err and "confidence" in out.err
+
+
+async def test_cli_fails_in_one_line_when_no_daemon_runs(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from daemon.broker import free_port
+    from daemon.cli import main
+
+    code = await asyncio.to_thread(main, ["ask", "hi", "--url", f"nats://127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("alchemist: could not connect to NATS")
+    assert len(err.strip().splitlines()) == 1
