@@ -27,6 +27,7 @@ from daemon.config import Config
 from daemon.experience import ExperienceIndex, Rated
 from daemon.recipe_store import RecipeStore
 from daemon.recipes import FALLBACK, Recipe
+from daemon.tasks import cancel
 from optimizers import (
     FitnessParams,
     GateDecision,
@@ -259,11 +260,8 @@ class Evolver:
     async def close(self) -> None:
         """Stop stepping (a running step ends within a generation), then save every population."""
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._running is not None:  # its thread still owns a state: let it finish first
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._running), timeout=5.0)

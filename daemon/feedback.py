@@ -34,6 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from daemon.config import EvolverConfig
 from daemon.experience import BoundedMap, ExperienceIndex, Rated
 from daemon.streams import FEEDBACK_STREAM, Streams
+from daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.feedback")
 DURABLE = "alchemist-feedback"
@@ -204,11 +205,8 @@ class FeedbackConsumer:
         return outcome
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):  # connection may already be gone
                 await self._sub.unsubscribe()

@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 
 from daemon.config import RecipeConfig
 from daemon.recipes import Recipe, RecipeError, initial_recipe
+from daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.recipes")
 BUCKET = "alchemist_recipes"
@@ -203,8 +204,5 @@ class RecipeStore:
             await asyncio.sleep(1.0)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None

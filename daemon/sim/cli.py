@@ -48,7 +48,10 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
     spec = AnswerSpec.parse(args.answer)
     settings = LoopSettings(answer=spec, strategy=args.strategy, rated=args.rated,
                             noise=args.noise, seed=args.seed, concurrency=args.concurrency,
-                            latency=Latency(median_ms=args.latency_ms), explore=args.explore)
+                            latency=Latency(median_ms=args.latency_ms,
+                                            tail="lognormal" if args.p99_ratio > 1 else "fixed",
+                                            p99_ratio=max(1.0, args.p99_ratio)),
+                            failure_rate=args.failure_rate, explore=args.explore)
     items = ordered(replay, args.requests, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +169,11 @@ def add_sim_verbs(sub: Any) -> None:
     b.add_argument("--requests", type=int, help="number of requests (default: the whole set)")
     b.add_argument("--out", default="bench-out", help="directory for report.json, curve.png")
     b.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    b.add_argument("--latency-ms", type=float, default=2.0, help="replay latency per call")
+    b.add_argument("--latency-ms", type=float, default=2.0, help="median replay latency per call")
+    b.add_argument("--p99-ratio", type=float, default=1.0,
+                   help="p99/median of a log-normal latency tail (1 = fixed latency)")
+    b.add_argument("--failure-rate", type=float, default=0.0,
+                   help="share of replay calls that fail with HTTP 500")
     b.add_argument("--explore", type=float, default=0.05, help="recipe explore share")
     b.add_argument("--verbose", action="store_true", help="daemon logs on stderr")
     b.set_defaults(fn=cmd_bench_replay)
