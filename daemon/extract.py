@@ -21,12 +21,14 @@ from __future__ import annotations
 import ast
 import json
 import re
+import re._constants as sre_constants  # type: ignore[import-not-found]  # stdlib, untyped
+import re._parser as sre_parser  # type: ignore[import-not-found]  # sizes a pattern first
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from fractions import Fraction
-from typing import Final, Literal, cast, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 import regex
 
@@ -41,6 +43,7 @@ _MAX_NUMBER_DIGITS: Final = 60  # longer digit runs are not answers
 
 REGEX_TIMEOUT_S = 0.05  # per extraction with a client's pattern
 REGEX_MAX_TEXT = 100_000
+REGEX_MAX_NODES = 10_000
 _WS = re.compile(r"\s+")
 _EDGE_QUOTES: Final = "\"'`\u201c\u201d\u2018\u2019*"
 _TRAILING_PUNCT: Final = ".,;:!?\u3002"
@@ -101,8 +104,9 @@ class AnswerSpec:
             if len(self.pattern) > 500:
                 raise ValueError("The regex answer pattern must be at most 500 characters.")
             try:
+                _check_pattern_size(self.pattern)
                 regex.compile(self.pattern)
-            except (regex.error, OverflowError, RecursionError) as exc:
+            except (re.error, regex.error, OverflowError, RecursionError) as exc:
                 raise ValueError(
                     f"The regex answer pattern {self.pattern!r} does not compile: {exc}."
                 ) from exc
@@ -394,6 +398,39 @@ def _loose_field(text: str, key: str) -> str | None:
             return quoted.group(1).replace('\\"', '"')
     bare = re.search(rf'"{re.escape(name)}"\s*:\s*([^,\s}}\]"][^,\n}}\]]{{0,200}})', text)
     return bare.group(1) if bare else None  # "answer": 42 (no quotes)
+
+
+def _expanded_size(items: Any) -> int:
+    """How many nodes a parsed pattern unrolls to (counted repeats multiply)."""
+    total = 0
+    for op, av in items:
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT,
+                  getattr(sre_constants, "POSSESSIVE_REPEAT", None)):
+            lo, hi, sub = av
+            times = lo if hi == sre_constants.MAXREPEAT else hi
+            total += max(1, times) * _expanded_size(sub)
+        elif op is sre_constants.SUBPATTERN:
+            total += _expanded_size(av[-1])
+        elif op is sre_constants.BRANCH:
+            total += sum(_expanded_size(branch) for branch in av[1])
+        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            total += _expanded_size(av[1])
+        else:
+            total += 1
+    return total
+
+
+def _check_pattern_size(pattern: str) -> None:
+    """Refuse patterns whose counted repeats unroll into a huge program.
+
+    ``a{100000000}`` compiles into a program of that size: a memory bomb from a
+    single request. Patterns use Python's ``re`` syntax and may unroll to at
+    most ``REGEX_MAX_NODES`` nodes.
+    """
+    size = _expanded_size(sre_parser.parse(pattern))
+    if size > REGEX_MAX_NODES:
+        raise ValueError(f"The regex answer pattern unrolls to {size} nodes (counted repeats "
+                         f"multiply); the limit is {REGEX_MAX_NODES}.")
 
 
 def _extract_regex(text: str, pattern: str) -> str | None:

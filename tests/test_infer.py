@@ -124,6 +124,8 @@ async def test_overloaded_past_max_concurrency(daemon_factory: DaemonFactory, fa
     ({"messages": [{"role": "wizard", "content": "y"}]}, "messages[0].role"),
     ({"messages": [{"role": "system", "content": "y"}]}, "at least one 'user'"),
     ({"prompt": "x", "answer": {"kind": "json"}}, "'answer'"),
+    ({"prompt": "x", "answer": "regex:a{100000000}"}, "unrolls to 100000000 nodes"),
+    ({"prompt": "\ud800"}, "not valid UTF-8"),
     ({"prompt": "x", "tags": "notalist"}, "'tags'"),
     ([1, 2, 3], "must be a map"),
 ])
