@@ -174,7 +174,8 @@ def add_sim_verbs(sub: Any) -> None:
                    help="p99/median of a log-normal latency tail (1 = fixed latency)")
     b.add_argument("--failure-rate", type=float, default=0.0,
                    help="share of replay calls that fail with HTTP 500")
-    b.add_argument("--explore", type=float, default=0.05, help="recipe explore share")
+    b.add_argument("--explore", type=float, default=0.0,
+                   help="recipe explore share (serves runner-up answers on uncertain requests)")
     b.add_argument("--verbose", action="store_true", help="daemon logs on stderr")
     b.set_defaults(fn=cmd_bench_replay)
 

@@ -47,7 +47,7 @@ class LoopSettings:
     concurrency: int = 8
     latency: Latency | Mapping[str, Latency] = Latency(median_ms=2.0)
     failure_rate: float | Mapping[str, float] = 0.0
-    explore: float = 0.05
+    explore: float = 0.0
     min_weight: float = 0.05
     deadline_ms: int = 10_000
     evolver: Mapping[str, Any] = field(default_factory=dict)
