@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from adapters import ADAPTERS
+from daemon.breaker import BreakerPolicy
 from daemon.extract import AnswerSpec
 
 T = TypeVar("T")
@@ -204,6 +205,16 @@ class EvolverConfig:
     user_window_s: float = 3600.0
 
 
+def _breaker(s: _Section) -> BreakerPolicy:
+    cfg = BreakerPolicy(
+        consecutive=s.integer("consecutive", 5, 1), window=s.integer("window", 50, 1, 10_000),
+        min_volume=s.integer("min_volume", 20, 1), failure_share=s.number("failure_share", 0.5, 0.01, 1.0),
+        cooldown_s=s.number("cooldown_s", 30.0, 0.01),
+    )
+    s.done()
+    return cfg
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
@@ -215,6 +226,7 @@ class Config:
     providers: tuple[ProviderConfig, ...]
     recipes: Mapping[str, RecipeConfig]
     evolver: EvolverConfig
+    breaker: BreakerPolicy = BreakerPolicy()
     source: str = "<defaults>"
 
     def provider(self, name: str) -> ProviderConfig:
@@ -377,9 +389,11 @@ def parse_config(raw: Mapping[str, Any], source: str = "<memory>") -> Config:
             raise ConfigError(f"recipes.{name}: a recipe name must be 1-64 letters, digits, "
                               "'.', '_' or '-'")
     evolver = _evolver(top.table("evolver"))
+    breaker = _breaker(top.table("breaker"))
     top.done()
     return Config(nats=nats, service=service, state_dir=state_dir, experience=experience,
-                  providers=providers, recipes=recipes, evolver=evolver, source=source)
+                  providers=providers, recipes=recipes, evolver=evolver, breaker=breaker,
+                  source=source)
 
 
 def load_config(path: Path | None) -> Config:

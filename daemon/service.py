@@ -15,17 +15,17 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 
-from adapters import ChatRequest, ChatResult, Provider, ProviderError
+from adapters import ChatRequest, Provider
 from daemon.config import Config
 from daemon.experience import Experience
 from daemon.extract import extract
+from daemon.fanout import DEADLINE, FanOut, Outcome
 from daemon.fusion import Candidate, Fused, fuse
 from daemon.recipe_store import RecipeStore
 from daemon.recipes import Recipe
@@ -54,16 +54,6 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one provider did for one request."""
-
-    name: str
-    result: ChatResult | None = None
-    error: str | None = None
-    latency_ms: float = 0.0
-
-
 class InferenceService:
     """Serves inference requests with the current recipes."""
 
@@ -76,6 +66,7 @@ class InferenceService:
         self.rng = rng or random.Random()
         self.inflight = 0
         self.counts: Counter[str] = Counter()
+        self.fanout = FanOut(self.providers, cfg.breaker)
         self._tasks: set[asyncio.Task[None]] = set()
         #: the broker's max_payload (set by the daemon once connected)
         self.reply_limit = 1 << 20
@@ -177,7 +168,7 @@ class InferenceService:
             chosen = list(row)
         if not chosen and row:
             chosen = [max(row, key=row.__getitem__)]
-        return chosen, row
+        return self.fanout.admit(chosen), row
 
     async def infer(self, request: InferRequest,
                     request_id: str) -> tuple[dict[str, Any], Experience | None]:
@@ -198,16 +189,38 @@ class InferenceService:
         deadline = started + deadline_ms / 1000.0
         chat = ChatRequest(messages=request.messages, max_tokens=request.max_tokens,
                            temperature=request.temperature)
-        outcomes = await self._fan_out(called, chat, deadline)
+        keys: dict[str, str | None] = {}
+
+        def key_of(o: Outcome) -> str | None:
+            if o.name not in keys:
+                keys[o.name] = _key(extract(o.result.text, spec)) if o.result else None
+            return keys[o.name]
+
+        def settled(done: Sequence[Outcome], pending: Sequence[str]) -> bool:
+            """Under vote: can the pending providers still change the winning answer?"""
+            if recipe.strategy != "vote":
+                return False
+            groups: dict[str, float] = {}
+            for o in done:
+                key = key_of(o)
+                if key is not None:
+                    groups[key] = groups.get(key, 0.0) + row[o.name]
+            if not groups:
+                return False
+            top = [*sorted(groups.values(), reverse=True), 0.0]
+            lead = top[0] - top[1]
+            return lead > sum(row[p] for p in pending)
+
+        outcomes = await self.fanout.run(called, chat, deadline, settled=settled)
         answered = [o for o in outcomes if o.result is not None]
         if not answered:
             errors = ", ".join(f"{o.name}: {o.error}" for o in outcomes)
-            if all(o.error in ("deadline", "timeout") for o in outcomes):
+            if all(o.error in (DEADLINE, "timeout") for o in outcomes):
                 raise InferError("deadline_exceeded", f"no provider answered within "
                                  f"{deadline_ms} ms ({errors})")
             raise InferError("no_providers", f"no provider answered ({errors})")
-        candidates = [Candidate(o.name, o.result.text, _key(extract(o.result.text, spec)),
-                                row[o.name]) for o in answered if o.result is not None]
+        candidates = [Candidate(o.name, o.result.text, key_of(o), row[o.name])
+                      for o in answered if o.result is not None]
         fused = fuse(candidates, "select" if recipe.strategy == "select" else "vote")
         served, propensity = self._maybe_explore(candidates, fused, recipe.explore)
         winner = candidates[served]
@@ -253,42 +266,6 @@ class InferenceService:
         if self.rng.random() < explore:
             return max(rivals, key=lambda i: fused.scores[i]), explore
         return pick, 1.0 - explore
-
-    async def _fan_out(self, names: list[str], chat: ChatRequest,
-                       deadline: float) -> list[Outcome]:
-        """Call every provider at once; one slow or failing provider never cancels the others."""
-        loop = asyncio.get_running_loop()
-
-        async def one(name: str) -> Outcome:
-            t0 = loop.time()
-            try:
-                result = await self.providers[name].complete(chat, deadline=deadline)
-            except ProviderError as exc:
-                return Outcome(name, error=exc.code, latency_ms=(loop.time() - t0) * 1000)
-            return Outcome(name, result=result, latency_ms=result.latency_ms)
-
-        started = loop.time()
-        tasks = [asyncio.create_task(one(n), name=f"call-{n}") for n in names]
-        try:
-            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - started))
-        finally:  # at the deadline, or when this request itself is cancelled
-            pending = {t for t in tasks if not t.done()}
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending)
-        waited_ms = (loop.time() - started) * 1000
-        out = []
-        for name, t in zip(names, tasks, strict=True):
-            if t.cancelled():
-                out.append(Outcome(name, error="deadline", latency_ms=waited_ms))
-            elif t.exception() is not None:
-                exc = t.exception()
-                log.error("provider_call_crashed", provider=name, error=type(exc).__name__)
-                out.append(Outcome(name, error="internal"))
-            else:
-                out.append(t.result())
-        return out
 
 
 def _key(answer: str | None) -> str | None:

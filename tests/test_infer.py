@@ -17,8 +17,9 @@ from tests.fakes import Behaviour, FakeOpenAI
 
 async def test_fan_out_fuses_by_weighted_vote(daemon_factory: DaemonFactory, fake: FakeOpenAI,
                                               nc: Client) -> None:
-    fake.set("a", Behaviour(text="The answer is 42."))
-    fake.set("b", Behaviour(text="I think it is 42"))
+    # c answers first, so nothing is decided before every provider has answered
+    fake.set("a", Behaviour(kind="slow", delay_s=0.1, text="The answer is 42."))
+    fake.set("b", Behaviour(kind="slow", delay_s=0.1, text="I think it is 42"))
     fake.set("c", Behaviour(text="It's 17"))
     await daemon_factory(recipes={"default": {"answer": {"kind": "number"}}})
     reply = await infer(nc, {"prompt": "What is 6*7?", "include_candidates": True})
@@ -255,3 +256,57 @@ async def test_cli_fails_in_one_line_when_no_daemon_runs(tmp_path, capsys) -> No
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("alchemist: could not connect to NATS")
     assert len(err.strip().splitlines()) == 1
+
+
+async def test_early_answer_cancels_providers_that_cannot_matter(
+        daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: Client) -> None:
+    fake.set("a", Behaviour(text="42"))
+    fake.set("b", Behaviour(text="42"))
+    fake.set("c", Behaviour(kind="hang"))
+    d = await daemon_factory(recipes={"default": {"answer": {"kind": "number"}}})
+    t0 = time.monotonic()
+    reply = await infer(nc, {"prompt": "6*7?", "deadline_ms": 5000})
+    assert time.monotonic() - t0 < 1.0  # did not wait for the hanging provider
+    status = {p["name"]: p for p in reply["providers"]}
+    assert reply["answer"] == "42" and status["c"]["error"] == "not_needed"
+    assert d.service is not None and d.service.fanout.counts["not_needed"] == 1
+    # an undecided vote waits for everyone
+    fake.set("b", Behaviour(text="17"))
+    fake.set("c", Behaviour(kind="slow", delay_s=0.2, text="17"))
+    reply = await infer(nc, {"prompt": "6*7?"})
+    assert reply["answer"] == "17" and all(p["ok"] for p in reply["providers"])
+
+
+async def test_breaker_opens_skips_and_recovers(daemon_factory: DaemonFactory, fake: FakeOpenAI,
+                                                nc: Client) -> None:
+    fake.set("a", Behaviour(text="fine"))
+    fake.set("b", Behaviour(kind="error", status=500))
+    d = await daemon_factory(models=["a", "b"],
+                             breaker={"consecutive": 2, "cooldown_s": 0.3})
+    for _ in range(2):
+        await infer(nc, {"prompt": "x"})
+    calls = fake.calls["b"]
+    reply = await infer(nc, {"prompt": "x"})  # open: b is not called
+    assert [p["name"] for p in reply["providers"]] == ["a"] and fake.calls["b"] == calls
+    fake.set("b", Behaviour(text="fine"))
+    await asyncio.sleep(0.35)  # the cooldown itself is what is tested here
+    reply = await infer(nc, {"prompt": "x"})  # half-open trial succeeds: closed again
+    assert {p["name"] for p in reply["providers"]} == {"a", "b"}
+    assert d.service is not None
+    assert d.service.fanout.breakers["b"].state == "closed"
+    assert d.service.fanout.counts["breaker_open"] == 1
+
+
+async def test_breakers_never_silence_the_last_provider(
+        daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: Client) -> None:
+    fake.set("a", Behaviour(kind="error", status=500))
+    d = await daemon_factory(models=["a"], breaker={"consecutive": 2, "cooldown_s": 60})
+    for _ in range(2):
+        assert (await infer(nc, {"prompt": "x"}))["error"]["code"] == "no_providers"
+    assert d.service is not None and d.service.fanout.breakers["a"].state == "open"
+    calls = fake.calls["a"]
+    fake.set("a", Behaviour(text="back"))
+    reply = await infer(nc, {"prompt": "x"})  # open, but the only one: called anyway
+    assert reply["text"] == "back" and fake.calls["a"] == calls + 1
+    assert d.service.fanout.counts["breaker_bypassed"] == 1
+    assert d.service.fanout.breakers["a"].state == "closed"  # it answered: trusted again

@@ -1,0 +1,125 @@
+"""Fan-out: call several providers at once under one deadline.
+
+One slow or failing provider never cancels the others; at the deadline the
+calls still running are cancelled and reported as ``deadline``. A caller may
+pass ``settled``: as soon as the answers in hand decide the outcome whatever
+the pending providers say, those are cancelled and reported as
+``not_needed`` (an early answer, not a failure). Each provider has a circuit
+breaker (:mod:`daemon.breaker`) fed by the outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from adapters import ChatRequest, ChatResult, Provider, ProviderError
+from daemon.breaker import Breaker, BreakerPolicy
+
+log = structlog.get_logger("alchemist.fanout")
+NOT_NEEDED = "not_needed"
+DEADLINE = "deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one provider did for one request."""
+
+    name: str
+    result: ChatResult | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+
+
+#: given the answers so far and the providers still pending, is the outcome decided?
+Settled = Callable[[Sequence[Outcome], Sequence[str]], bool]
+
+
+class FanOut:
+    """Concurrent provider calls with breakers, a deadline and early answers."""
+
+    def __init__(self, providers: Mapping[str, Provider],
+                 policy: BreakerPolicy | None = None) -> None:
+        self.providers = providers
+        self.counts: Counter[str] = Counter()
+        self.breakers = {name: Breaker(name, policy or BreakerPolicy(), on_change=self._changed)
+                         for name in providers}
+
+    def _changed(self, name: str, state: str) -> None:
+        self.counts[f"breaker_{state}"] += 1
+
+    def admit(self, names: Sequence[str]) -> list[str]:
+        """The providers whose breakers allow a call; all of them if none would."""
+        now = time.monotonic()
+        allowed = [n for n in names if self.breakers[n].allow(now)]
+        if not allowed and names:
+            self.counts["breaker_bypassed"] += 1
+            return list(names)  # never silence a request entirely: try them anyway
+        return allowed
+
+    async def run(self, names: Sequence[str], chat: ChatRequest, deadline: float, *,
+                  settled: Settled | None = None) -> list[Outcome]:
+        """Call ``names`` concurrently; outcomes come back in the order of ``names``."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def one(name: str) -> Outcome:
+            t0 = loop.time()
+            try:
+                result = await self.providers[name].complete(chat, deadline=deadline)
+            except ProviderError as exc:
+                return Outcome(name, error=exc.code, latency_ms=(loop.time() - t0) * 1000)
+            return Outcome(name, result=result, latency_ms=result.latency_ms)
+
+        tasks = {name: asyncio.create_task(one(name), name=f"call-{name}") for name in names}
+        done: dict[str, Outcome] = {}
+        cut = DEADLINE
+        try:
+            pending = set(tasks.values())
+            while pending:
+                finished, pending = await asyncio.wait(
+                    pending, timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED)
+                if not finished:
+                    break  # the deadline
+                for name, task in tasks.items():
+                    if task in finished:
+                        done[name] = _outcome(name, task)
+                if pending and settled is not None:
+                    waiting = [n for n, t in tasks.items() if t in pending]
+                    if settled(list(done.values()), waiting):
+                        cut = NOT_NEEDED
+                        break
+        finally:  # at the deadline, on an early answer, or when the request is cancelled
+            left = [t for t in tasks.values() if not t.done()]
+            for task in left:
+                task.cancel()
+            if left:
+                await asyncio.wait(left)
+        waited_ms = (loop.time() - started) * 1000
+        out = [done.get(name) or Outcome(name, error=cut, latency_ms=waited_ms) for name in names]
+        self._feed(out)
+        return out
+
+    def _feed(self, outcomes: Sequence[Outcome]) -> None:
+        now = time.monotonic()
+        for o in outcomes:
+            breaker = self.breakers[o.name]
+            if o.error == NOT_NEEDED:
+                self.counts["not_needed"] += 1
+                breaker.abandon()
+            else:
+                breaker.record(o.result is not None, now)
+
+
+def _outcome(name: str, task: asyncio.Task[Outcome]) -> Outcome:
+    exc = task.exception()
+    if exc is not None:  # an adapter bug, not a provider error: visible, never silent
+        log.error("provider_call_crashed", provider=name, error=type(exc).__name__)
+        return Outcome(name, error="internal")
+    return task.result()
