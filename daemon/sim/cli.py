@@ -69,6 +69,7 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
     report.update(dataset=str(args.dataset), seed=args.seed, rated=args.rated, noise=args.noise,
                   strategy=args.strategy, answer=spec.to_dict(),
                   seconds=round(time.monotonic() - t0, 1),
+                  promotions=[list(p) for p in h.progress.promotions],
                   final_recipe=final.to_dict() if final else None)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     write_plot(report, out / "curve.png", f"{Path(args.dataset).name}: served score while "

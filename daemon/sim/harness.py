@@ -64,6 +64,8 @@ class Progress:
     score_sum: float = 0.0
     window: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     versions: list[Recipe] = field(default_factory=list)
+    #: (requests answered when it arrived, version) of every promoted recipe
+    promotions: list[tuple[int, int]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     called_sum: int = 0
 
@@ -120,7 +122,10 @@ class Harness:
         self.nc = await connect(self.daemon.cfg.nats, self.daemon.url, name="alchemist-sim")
 
         async def on_recipe(msg: Msg) -> None:
-            self.progress.versions.append(Recipe.from_dict(json.loads(msg.data)))
+            recipe = Recipe.from_dict(json.loads(msg.data))
+            self.progress.versions.append(recipe)
+            if recipe.reason == "evolved":
+                self.progress.promotions.append((self.progress.done, recipe.version))
 
         await self.nc.subscribe("alchemist.recipes.>", cb=on_recipe)
         return self

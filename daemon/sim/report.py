@@ -165,6 +165,14 @@ def write_plot(report: dict[str, object], path: Path, title: str) -> None:
                label=f"plurality vote {_num(report, 'plurality_vote'):.1f}%")
     ax.axhline(_num(report, "oracle"), color="tab:gray", linestyle=":", linewidth=1,
                label=f"oracle {_num(report, 'oracle'):.1f}%")
+    promotions = report.get("promotions")
+    marks: list[tuple[int, int]] = [(int(a), int(v)) for a, v in promotions] \
+        if isinstance(promotions, list) else []
+    for i, (at, version) in enumerate(marks):
+        ax.axvline(at, color="tab:purple", linestyle=":", linewidth=1,
+                   label="recipe promoted" if i == 0 else None)
+        ax.annotate(f"v{version}", (at, 1.0), xycoords=("data", "axes fraction"),
+                    fontsize="x-small", color="tab:purple", ha="left", va="top")
     ax.set_xlabel("requests served")
     ax.set_ylabel("score of the answer (%)")
     ax.set_title(title)
