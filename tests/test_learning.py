@@ -120,3 +120,31 @@ async def test_two_instances_converge_on_one_version(daemon_factory: DaemonFacto
     winner = one if won[0] else two
     await until(lambda: a.recipes.get("default") == b.recipes.get("default"))  # type: ignore[union-attr]
     assert a.recipes.get("default").weights == winner.weights  # type: ignore[union-attr]
+
+
+async def test_population_persists_and_resumes(daemon_factory: DaemonFactory, nc: Client,
+                                               fake) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import infer
+    from tests.fakes import Behaviour
+    from tests.test_feedback import rate
+
+    fake.set("a", Behaviour(text="1"))
+    fake.set("b", Behaviour(text="2"))
+    first = await daemon_factory(models=["a", "b"], evolver={"min_new_ratings": 1000})
+    for i in range(12):
+        rid = (await infer(nc, {"prompt": f"q{i}", "skill": "math"}))["request_id"]
+        await rate(nc, rid, "up" if i % 3 else "down", user=f"u{i}")
+    await until(lambda: first.index.rated_total["default"] == 12)
+    assert first.evolver is not None
+    decision = await first.evolver.maybe_step("default", force=True)
+    assert decision is not None and not decision.promote  # 12 ratings: far too few
+    saved = first.evolver.state["default"]
+    assert saved.population is not None and saved.generation > 0
+    await first.stop()
+    second = await daemon_factory(models=["a", "b"], evolver={"min_new_ratings": 1000})
+    assert second.evolver is not None
+    resumed = second.evolver.state["default"]
+    assert resumed.generation == saved.generation
+    assert resumed.skills == saved.skills == ("*", "math")
+    assert resumed.population is not None
+    assert (resumed.population == saved.population).all()
