@@ -1,0 +1,44 @@
+"""The shipped systemd unit: clean `systemd-analyze verify`, low exposure score."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parents[1] / "systemd" / "alchemist.service"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+
+
+def installed_unit(tmp_path: Path) -> Path:
+    """The unit as installed here: ExecStart pointing at this environment's `alchemist`."""
+    alchemist = Path(sys.executable).parent / "alchemist"
+    assert alchemist.exists(), "the project is not installed in this environment"
+    text = UNIT.read_text().replace("/opt/llm-alchemist/bin/alchemist", str(alchemist))
+    out = tmp_path / "alchemist.service"
+    out.write_text(text)
+    return out
+
+
+@needs_analyze
+def test_unit_verifies_without_warnings(tmp_path: Path) -> None:
+    unit = installed_unit(tmp_path)
+    done = subprocess.run([str(ANALYZE), "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr
+
+
+@needs_analyze
+def test_unit_exposure_is_at_most_2(tmp_path: Path) -> None:
+    unit = installed_unit(tmp_path)
+    done = subprocess.run([str(ANALYZE), "security", "--offline=yes", str(unit)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout + done.stderr)
+    assert match, done.stdout + done.stderr
+    assert float(match.group(1)) <= 2.0
