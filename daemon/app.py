@@ -14,10 +14,12 @@ import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import nats.errors
 import structlog
+from aiohttp import web
 from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.service import Service
@@ -25,14 +27,17 @@ from nats.micro.service import Service
 from adapters import Provider, ProviderSpec, build_provider, make_session, resolve_api_key
 from daemon import __version__
 from daemon.broker import EmbeddedNats, connect, redact_url
-from daemon.config import Config, ProviderConfig
+from daemon.config import Config, ProviderConfig, load_config
 from daemon.evolver import Evolver
 from daemon.experience import ExperienceIndex
 from daemon.feedback import FeedbackConsumer
 from daemon.logs import register_secret
+from daemon.metrics import Metrics, bound_port, serve_metrics
+from daemon.notify import Notifier
 from daemon.recipe_store import RecipeStore
 from daemon.service import SELF_CHECK, InferenceService
 from daemon.streams import Streams
+from daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist")
 
@@ -66,6 +71,9 @@ class Daemon:
         self.evolver: Evolver | None = None
         self.service: InferenceService | None = None
         self._micro: Service | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics = Metrics()
+        self.metrics.add_collector(self._collect)
         self._stopped = False
         self.started_at = time.time()
 
@@ -101,7 +109,8 @@ class Daemon:
         await self.feedback.start()
         self.evolver = Evolver(cfg, self.recipes, self.index, list(self.providers))
         await self.evolver.start()
-        self.service = InferenceService(cfg, self.providers, self.recipes, self.streams)
+        self.service = InferenceService(cfg, self.providers, self.recipes, self.streams,
+                                        metrics=self.metrics)
         self.service.reply_limit = self.nc.max_payload
         if cfg.service.max_payload > self.nc.max_payload:
             log.warning("max_payload_clamped", configured=cfg.service.max_payload,
@@ -112,6 +121,11 @@ class Daemon:
         await self._micro.add_endpoint(name="infer", subject=f"{prefix}.infer",
                                        handler=self.service.on_request)
         await self._until_reachable(f"{prefix}.infer")
+        if cfg.metrics.enabled:
+            self._metrics_runner = await serve_metrics(self.metrics, cfg.metrics.host,
+                                                       cfg.metrics.port)
+            log.info("metrics_serving", url=f"http://{cfg.metrics.host}:"
+                     f"{bound_port(self._metrics_runner)}/metrics")
         log.info("ready", url=redact_url(self.url), subject=f"{prefix}.infer",
                  providers=list(self.providers), recipes=sorted(self.recipes.current),
                  state_dir=str(cfg.state_dir))
@@ -134,6 +148,64 @@ class Daemon:
                     raise
                 await asyncio.sleep(0.01)
 
+    def _collect(self, m: Metrics) -> None:
+        """Copy the running totals kept elsewhere into the metrics, at scrape time."""
+        if self.service is not None:
+            for key, value in self.service.counts.items():
+                if key == "ok" or key.startswith("error_"):
+                    m.set("alchemist_requests_total", value, code=key.removeprefix("error_"))
+            m.set("alchemist_inflight_requests", self.service.inflight)
+            for name, breaker in self.service.fanout.breakers.items():
+                m.set("alchemist_breaker_open", 1.0 if breaker.state == "open" else 0.0,
+                      provider=name)
+        if self.feedback is not None:
+            for outcome, value in self.feedback.counts.items():
+                m.set("alchemist_ratings_total", value, outcome=outcome)
+        if self.evolver is not None:
+            m.set("alchemist_evolver_generations_total", self.evolver.counts["generations"])
+            m.set("alchemist_promotions_total", self.evolver.counts["promotions"])
+        if self.recipes is not None:
+            for recipe in self.recipes.current.values():
+                m.set("alchemist_recipe_version", recipe.version, recipe=recipe.name)
+                for skill, row in recipe.weights.items():
+                    for provider, weight in row.items():
+                        m.set("alchemist_weight", weight, recipe=recipe.name, skill=skill,
+                              provider=provider)
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: requests, errors, ratings, recipe versions."""
+        counts = self.service.counts if self.service else {}
+        errors = sum(v for k, v in counts.items() if k.startswith("error_"))
+        rated = self.feedback.counts.get("accepted", 0) if self.feedback else 0
+        versions = " ".join(f"{r.name} v{r.version}" for r in
+                            (self.recipes.current.values() if self.recipes else ()))
+        return (f"{counts.get('ok', 0)} answered, {errors} errors, {rated} ratings, "
+                f"recipes: {versions}")
+
+    async def reload(self, cfg: Config) -> None:
+        """Apply a new config's providers, recipes and limits without dropping requests.
+
+        Requests in flight finish with the adapters they started with. NATS,
+        state-dir and evolver settings need a restart (a warning says so).
+        """
+        old = self.cfg
+        if (cfg.nats, cfg.state_dir, cfg.evolver) != (old.nats, old.state_dir, old.evolver):
+            log.warning("reload_needs_restart", detail="nats, state and evolver settings "
+                        "take effect at the next start")
+        specs = [provider_spec(p) for p in cfg.providers]  # key errors before any change
+        assert self.session is not None and self.service is not None and self.recipes
+        providers = {spec.name: build_provider(spec, self.session) for spec in specs}
+        old_providers, self.providers = self.providers, providers
+        self.service.cfg = cfg
+        self.service.providers = providers
+        self.service.fanout.replace(providers)
+        await self.recipes.ensure(cfg.recipes, list(providers))
+        self.cfg = cfg
+        for name, provider in old_providers.items():
+            if providers.get(name) is not provider:
+                await _quietly(provider.aclose)
+        log.info("reloaded", providers=list(providers), recipes=sorted(cfg.recipes))
+
     async def stop(self) -> None:
         """Ordered, idempotent, time-boxed shutdown."""
         if self._stopped:
@@ -148,6 +220,8 @@ class Daemon:
         for part in (self.feedback, self.evolver, self.recipes, self.streams):
             if part is not None:
                 await _quietly(part.close)
+        if self._metrics_runner is not None:
+            await _quietly(self._metrics_runner.cleanup)
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await asyncio.wait_for(self.nc.drain(), timeout=5.0)
@@ -177,19 +251,46 @@ async def _quietly(close: Callable[[], Awaitable[object]]) -> None:
                     error=type(exc).__name__)
 
 
-async def run(cfg: Config) -> None:
-    """Run a daemon until SIGINT or SIGTERM."""
+async def run(cfg: Config, config_path: Path | None = None) -> None:
+    """Run a daemon until SIGINT or SIGTERM; SIGHUP reloads ``config_path``.
+
+    Tells systemd (``$NOTIFY_SOCKET``) READY once serving, STATUS lines and
+    watchdog pings from the event loop, RELOADING/READY around a reload, and
+    STOPPING at shutdown.
+    """
     daemon = Daemon(cfg)
+    notifier = Notifier.from_env()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reloading: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        notifier.reloading()
+        try:
+            new = load_config(config_path)
+            await daemon.reload(new)
+        except Exception as exc:  # noqa: BLE001 - a bad new config keeps the old one serving
+            log.error("reload_failed", error=str(exc)[:500])
+        notifier.ready()
+
+    def on_hup() -> None:
+        task = asyncio.create_task(reload())
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await daemon.start()
+    notifier.ready()
+    watchdog = asyncio.create_task(notifier.watchdog_loop(daemon.status_line))
     try:
         await stop.wait()
         log.info("stopping", reason="signal")
     finally:
+        notifier.stopping()
+        await cancel(watchdog)
         await daemon.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)

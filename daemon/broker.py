@@ -76,8 +76,10 @@ class EmbeddedNats:
             args += ["-c", str(self.config_file)]
         log_path = self.store_dir / "nats-server.log"
         with open(log_path, "ab") as log_file:
+            env = {k: v for k, v in os.environ.items()  # systemd talks to us, not to it
+                   if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
             self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
+                                          stdin=subprocess.DEVNULL, env=env)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
         while loop.time() < give_up:

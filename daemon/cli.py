@@ -63,7 +63,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     logs.configure(args.log_level or cfg.service.log_level)
-    await run(cfg)
+    await run(cfg, Path(args.config) if args.config else None)
     return 0
 
 

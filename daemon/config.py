@@ -216,6 +216,22 @@ def _breaker(s: _Section) -> BreakerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint (off by default; loopback by default)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+def _metrics(s: _Section) -> MetricsConfig:
+    cfg = MetricsConfig(enabled=s.boolean("enabled", False), host=s.string("host", "127.0.0.1"),
+                        port=s.integer("port", 9464, 0, 65535))
+    s.done()
+    return cfg
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -227,6 +243,7 @@ class Config:
     recipes: Mapping[str, RecipeConfig]
     evolver: EvolverConfig
     breaker: BreakerPolicy = BreakerPolicy()
+    metrics: MetricsConfig = MetricsConfig()
     source: str = "<defaults>"
 
     def provider(self, name: str) -> ProviderConfig:
@@ -390,10 +407,11 @@ def parse_config(raw: Mapping[str, Any], source: str = "<memory>") -> Config:
                               "'.', '_' or '-'")
     evolver = _evolver(top.table("evolver"))
     breaker = _breaker(top.table("breaker"))
+    metrics = _metrics(top.table("metrics"))
     top.done()
     return Config(nats=nats, service=service, state_dir=state_dir, experience=experience,
                   providers=providers, recipes=recipes, evolver=evolver, breaker=breaker,
-                  source=source)
+                  metrics=metrics, source=source)
 
 
 def load_config(path: Path | None) -> Config:

@@ -20,6 +20,7 @@ import structlog
 
 from adapters import ChatRequest, ChatResult, Provider, ProviderError
 from daemon.breaker import Breaker, BreakerPolicy
+from daemon.metrics import Metrics
 
 log = structlog.get_logger("alchemist.fanout")
 NOT_NEEDED = "not_needed"
@@ -44,10 +45,19 @@ class FanOut:
     """Concurrent provider calls with breakers, a deadline and early answers."""
 
     def __init__(self, providers: Mapping[str, Provider],
-                 policy: BreakerPolicy | None = None) -> None:
-        self.providers = providers
+                 policy: BreakerPolicy | None = None, metrics: Metrics | None = None) -> None:
         self.counts: Counter[str] = Counter()
-        self.breakers = {name: Breaker(name, policy or BreakerPolicy(), on_change=self._changed)
+        self.metrics = metrics
+        self.policy = policy or BreakerPolicy()
+        self.breakers: dict[str, Breaker] = {}
+        self.providers: Mapping[str, Provider] = {}
+        self.replace(providers)
+
+    def replace(self, providers: Mapping[str, Provider]) -> None:
+        """Swap the provider set (config reload); calls in flight keep the old adapters."""
+        self.providers = dict(providers)
+        self.breakers = {name: self.breakers.get(name)
+                         or Breaker(name, self.policy, on_change=self._changed)
                          for name in providers}
 
     def _changed(self, name: str, state: str) -> None:
@@ -67,11 +77,12 @@ class FanOut:
         """Call ``names`` concurrently; outcomes come back in the order of ``names``."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        providers, breakers = self.providers, self.breakers  # a reload mid-request changes neither
 
         async def one(name: str) -> Outcome:
             t0 = loop.time()
             try:
-                result = await self.providers[name].complete(chat, deadline=deadline)
+                result = await providers[name].complete(chat, deadline=deadline)
             except ProviderError as exc:
                 return Outcome(name, error=exc.code, latency_ms=(loop.time() - t0) * 1000)
             return Outcome(name, result=result, latency_ms=result.latency_ms)
@@ -103,18 +114,24 @@ class FanOut:
                 await asyncio.wait(left)
         waited_ms = (loop.time() - started) * 1000
         out = [done.get(name) or Outcome(name, error=cut, latency_ms=waited_ms) for name in names]
-        self._feed(out)
+        self._feed(out, breakers)
         return out
 
-    def _feed(self, outcomes: Sequence[Outcome]) -> None:
+    def _feed(self, outcomes: Sequence[Outcome], breakers: Mapping[str, Breaker]) -> None:
         now = time.monotonic()
         for o in outcomes:
-            breaker = self.breakers[o.name]
+            breaker = breakers[o.name]
             if o.error == NOT_NEEDED:
                 self.counts["not_needed"] += 1
                 breaker.abandon()
-            else:
-                breaker.record(o.result is not None, now)
+                continue
+            breaker.record(o.result is not None, now)
+            if self.metrics is not None:
+                self.metrics.observe("alchemist_provider_latency_seconds", o.latency_ms / 1000,
+                                     provider=o.name)
+                if o.error:
+                    self.metrics.inc("alchemist_provider_failures_total", provider=o.name,
+                                     error=o.error)
 
 
 def _outcome(name: str, task: asyncio.Task[Outcome]) -> Outcome:

@@ -73,6 +73,11 @@ class RecipeStore:
     async def start(self, configs: Mapping[str, RecipeConfig], providers: Sequence[str]) -> None:
         """Load (or create) every configured recipe, then watch for new versions."""
         await self.open()
+        await self.ensure(configs, providers)
+        self._task = asyncio.create_task(self._watch(), name="recipe-watch")
+
+    async def ensure(self, configs: Mapping[str, RecipeConfig], providers: Sequence[str]) -> None:
+        """Load every configured recipe, creating version 1 of those the bucket lacks."""
         for name, cfg in configs.items():
             try:
                 entry = await self.kv.get(name)
@@ -88,7 +93,6 @@ class RecipeStore:
                     continue
             if entry.value:
                 self._set(decode_recipe(entry.value), entry.revision or 0)
-        self._task = asyncio.create_task(self._watch(), name="recipe-watch")
 
     def get(self, name: str) -> Recipe | None:
         return self.current.get(name)

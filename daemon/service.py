@@ -27,6 +27,7 @@ from daemon.experience import Experience
 from daemon.extract import extract
 from daemon.fanout import DEADLINE, FanOut, Outcome
 from daemon.fusion import Candidate, Fused, fuse
+from daemon.metrics import Metrics
 from daemon.recipe_store import RecipeStore
 from daemon.recipes import Recipe
 from daemon.streams import Streams
@@ -58,7 +59,8 @@ class InferenceService:
     """Serves inference requests with the current recipes."""
 
     def __init__(self, cfg: Config, providers: Mapping[str, Provider], recipes: RecipeStore,
-                 streams: Streams | None, *, rng: random.Random | None = None) -> None:
+                 streams: Streams | None, *, rng: random.Random | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.providers = dict(providers)
         self.recipes = recipes
@@ -66,7 +68,8 @@ class InferenceService:
         self.rng = rng or random.Random()
         self.inflight = 0
         self.counts: Counter[str] = Counter()
-        self.fanout = FanOut(self.providers, cfg.breaker)
+        self.metrics = metrics
+        self.fanout = FanOut(self.providers, cfg.breaker, metrics)
         self._tasks: set[asyncio.Task[None]] = set()
         #: the broker's max_payload (set by the daemon once connected)
         self.reply_limit = 1 << 20
@@ -115,6 +118,9 @@ class InferenceService:
                                      "fewer max_tokens or leave out include_candidates")
                 await req.respond(body, headers=JSON_HEADERS if as_json else None)
                 self.counts["ok"] += 1
+                if self.metrics is not None:
+                    self.metrics.observe("alchemist_request_latency_seconds",
+                                         reply["latency_ms"] / 1000)
                 if exp is not None and self.streams is not None:
                     await self._record(exp)
             except InferError as exc:

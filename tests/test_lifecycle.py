@@ -1,0 +1,101 @@
+"""`alchemist run` as systemd runs it: notify protocol, reload, metrics, clean stop, no secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import tomli_w
+from nats.aio.client import Client
+
+from daemon.broker import EmbeddedNats, free_port
+from tests.conftest import infer
+from tests.fakes import Behaviour, FakeOpenAI
+
+SECRET_KEY = "sk-test-6f1c2e9a0b7d4c3e"
+
+
+async def next_message(sock: socket.socket, timeout: float = 15.0) -> str:
+    loop = asyncio.get_running_loop()
+    data = await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout)
+    return data.decode()
+
+
+async def wait_for_field(sock: socket.socket, field: str, seen: list[str]) -> str:
+    """The next datagram with a line starting with ``field`` (all datagrams go to ``seen``)."""
+    while True:
+        msg = await next_message(sock)
+        seen.append(msg)
+        if any(line.startswith(field) for line in msg.splitlines()):
+            return msg
+
+
+async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: EmbeddedNats,
+                                              fake: FakeOpenAI, nc: Client) -> None:
+    fake.set("m", Behaviour(text="42"))
+    metrics_port = free_port()
+    config = {
+        "nats": {"url": nats_server.url}, "state": {"dir": str(tmp_path / "state")},
+        "providers": [{"name": "p1", "kind": "openai", "base_url": fake.base_url, "model": "m",
+                       "api_key_env": "TEST_PROVIDER_KEY"}],
+        "metrics": {"enabled": True, "port": metrics_port},
+    }
+    cfg_path = tmp_path / "alchemist.toml"
+    cfg_path.write_text(tomli_w.dumps(config))
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.setblocking(False)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000",
+           "TEST_PROVIDER_KEY": SECRET_KEY}
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemon", "run", "-c", str(cfg_path), "--log-level", "debug",
+            env=env, stdout=log_file, stderr=log_file)
+    seen: list[str] = []
+    try:
+        await wait_for_field(sock, "READY=1", seen)
+        status = await wait_for_field(sock, "STATUS=", seen)
+        assert "answered" in status and "recipes: default v1" in status
+        await wait_for_field(sock, "WATCHDOG=1", seen)
+        reply = await infer(nc, {"prompt": "6*7?"})
+        assert reply["text"] == "42"
+        assert fake.requests[-1]["headers"]["Authorization"] == f"Bearer {SECRET_KEY}"
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+            text = await resp.text()
+        assert 'alchemist_requests_total{code="ok"} 1' in text
+        assert 'alchemist_recipe_version{recipe="default"} 1' in text
+        # reload: a second provider appears without a restart
+        config["providers"].append({"name": "p2", "kind": "openai",  # type: ignore[attr-defined]
+                                    "base_url": fake.base_url, "model": "m"})
+        cfg_path.write_text(tomli_w.dumps(config))
+        proc.send_signal(signal.SIGHUP)
+        reloading = await wait_for_field(sock, "RELOADING=1", seen)
+        assert any(f.startswith("MONOTONIC_USEC=") for f in reloading.splitlines())
+        await wait_for_field(sock, "READY=1", seen)
+        reply = await infer(nc, {"prompt": "6*7?"})
+        assert {p["name"] for p in reply["providers"]} == {"p1", "p2"}
+        proc.send_signal(signal.SIGTERM)
+        await wait_for_field(sock, "STOPPING=1", seen)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        sock.close()
+    log = log_path.read_text()
+    order = [next(i for i, m in enumerate(seen) if f in m.splitlines())
+             for f in ("READY=1", "RELOADING=1", "STOPPING=1")]
+    assert order == sorted(order)
+    assert SECRET_KEY not in log  # the key never reaches a log line, even at debug level
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "reloaded" for e in events)
+    assert any(e.get("event") == "stopped" for e in events)
