@@ -146,7 +146,11 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
         if "@" in part:  # user:password@ in the URL is a secret too
             register_secret(part.split("://", 1)[-1].split("@", 1)[0])
 
+    errors: list[str] = []  # what went wrong while connecting, for the one-line failure
+
     async def on_error(exc: Exception) -> None:
+        errors.append(f"{type(exc).__name__}: {str(exc)[:200]}".rstrip(": "))
+        del errors[:-1]
         log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
 
     async def on_disconnected() -> None:
@@ -190,8 +194,9 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
         ), timeout=connect_timeout * 3 if reconnect else connect_timeout)
     except TimeoutError:
         await nc.close()
+        why = f" (last error: {errors[-1]})" if errors else ""
         raise BrokerError(f"could not connect to NATS at {redact_url(url)} within "
-                          f"{connect_timeout * (3 if reconnect else 1):.0f} s") from None
+                          f"{connect_timeout * (3 if reconnect else 1):.0f} s{why}") from None
     except nats.errors.NoServersError:
         raise BrokerError(f"could not connect to NATS at {redact_url(url)}: no server answered "
                           "(is it running, and is the URL right?)") from None
