@@ -21,9 +21,6 @@ from typing import Any
 import msgpack
 import numpy as np
 
-EXPERIENCE_STREAM = "ALCHEMIST_EXPERIENCE"
-RATED_STREAM = "ALCHEMIST_RATED"
-
 
 @dataclass(frozen=True, slots=True)
 class Experience:

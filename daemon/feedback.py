@@ -2,7 +2,7 @@
 
 The stream ``ALCHEMIST_FEEDBACK`` captures every published rating; this
 instance reads it through the durable pull consumer ``alchemist-feedback``
-(shared by all instances) and acks each message only after its outcome is
+(``<prefix>-feedback``, shared by all instances) and acks each message only after its outcome is
 durable, so nothing is lost across daemon or broker restarts:
 
 * accepted   -> the joined record is stored in ``ALCHEMIST_RATED``, then acked
@@ -33,11 +33,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from daemon.config import EvolverConfig
 from daemon.experience import BoundedMap, ExperienceIndex, Rated
-from daemon.streams import FEEDBACK_STREAM, Streams
+from daemon.streams import Streams
 from daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.feedback")
-DURABLE = "alchemist-feedback"
 UNKNOWN_RETRIES = 3
 _RATINGS = {1: 1, -1: -1, "up": 1, "down": -1, "+1": 1, "-1": -1}
 
@@ -134,7 +133,8 @@ class FeedbackConsumer:
     async def _subscribe(self) -> None:
         js = self.nc.jetstream(timeout=5.0)
         self._sub = await js.pull_subscribe(
-            self.streams.feedback_subject, durable=DURABLE, stream=FEEDBACK_STREAM,
+            self.streams.feedback_subject, durable=f"{self.streams.prefix}-feedback".replace(".", "-"),
+            stream=self.streams.feedback_stream,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=20,
                                   max_ack_pending=1000))
 

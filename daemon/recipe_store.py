@@ -25,7 +25,12 @@ from daemon.recipes import Recipe, RecipeError, initial_recipe
 from daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.recipes")
-BUCKET = "alchemist_recipes"
+BUCKET = "alchemist_recipes"  # for the default prefix; see bucket_name()
+
+
+def bucket_name(prefix: str) -> str:
+    """The KV bucket of a subject prefix: ``alchemist_recipes`` for ``alchemist``."""
+    return f"{prefix.replace('.', '_')}_recipes"
 JSON_HEADERS = {"Content-Type": "application/json"}
 Listener = Callable[[Recipe], None]
 
@@ -47,6 +52,7 @@ class RecipeStore:
     def __init__(self, nc: Client, prefix: str) -> None:
         self.nc = nc
         self.prefix = prefix
+        self.bucket = bucket_name(prefix)
         self.current: dict[str, Recipe] = {}
         self._revision: dict[str, int] = {}
         self._kv: KeyValue | None = None
@@ -56,12 +62,12 @@ class RecipeStore:
     async def open(self, *, create: bool = True) -> KeyValue:
         js = self.nc.jetstream(timeout=5.0)
         try:
-            self._kv = await js.key_value(BUCKET)
+            self._kv = await js.key_value(self.bucket)
         except BucketNotFoundError:
             if not create:
-                raise RecipeError(f"no recipe bucket {BUCKET!r} yet: start the daemon once "
+                raise RecipeError(f"no recipe bucket {self.bucket!r} yet: start the daemon once "
                                   "(alchemist run) so it creates its recipes") from None
-            self._kv = await js.create_key_value(bucket=BUCKET, history=64,
+            self._kv = await js.create_key_value(bucket=self.bucket, history=64,
                                                  description="llm-alchemist recipes")
         return self._kv
 

@@ -24,18 +24,17 @@ from nats.js.api import DeliverPolicy, StorageType
 from nats.js.errors import BadRequestError
 
 from daemon.config import Config
-from daemon.experience import (
-    EXPERIENCE_STREAM,
-    RATED_STREAM,
-    Experience,
-    ExperienceIndex,
-    Rated,
-    pack,
-    unpack,
-)
+from daemon.experience import Experience, ExperienceIndex, Rated, pack, unpack
 
 log = structlog.get_logger("alchemist.streams")
-FEEDBACK_STREAM = "ALCHEMIST_FEEDBACK"
+
+
+def stream_name(prefix: str, what: str) -> str:
+    """``ALCHEMIST_FEEDBACK`` for the default prefix; ``TEAM_AI_FEEDBACK`` for ``team.ai``.
+
+    Deployments with different subject prefixes can share one NATS account.
+    """
+    return f"{prefix.replace('.', '_').replace('-', '_').upper()}_{what}"
 _DAY = 86_400.0
 
 
@@ -45,6 +44,9 @@ class Streams:
     def __init__(self, nc: Client, cfg: Config, index: ExperienceIndex) -> None:
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.prefix = cfg.service.subject_prefix
+        self.feedback_stream = stream_name(self.prefix, "FEEDBACK")
+        self.experience_stream = stream_name(self.prefix, "EXPERIENCE")
+        self.rated_stream = stream_name(self.prefix, "RATED")
         self.cfg = cfg
         self.index = index
         self._subs: list[Any] = []
@@ -58,11 +60,11 @@ class Streams:
         """Create the streams, or update their limits to the configured ones."""
         exp = self.cfg.experience
         age = exp.max_age_days * _DAY
-        await self._ensure(name=FEEDBACK_STREAM, subjects=[self.feedback_subject],
+        await self._ensure(name=self.feedback_stream, subjects=[self.feedback_subject],
                            max_msgs=1_000_000, max_bytes=256 << 20, max_age=age)
-        await self._ensure(name=EXPERIENCE_STREAM, subjects=[f"{self.prefix}.experience"],
+        await self._ensure(name=self.experience_stream, subjects=[f"{self.prefix}.experience"],
                            max_msgs=exp.max_records, max_bytes=exp.stream_max_bytes, max_age=age)
-        await self._ensure(name=RATED_STREAM, subjects=[f"{self.prefix}.rated"],
+        await self._ensure(name=self.rated_stream, subjects=[f"{self.prefix}.rated"],
                            max_msgs=exp.max_records, max_bytes=exp.stream_max_bytes, max_age=age,
                            duplicate_window=3600.0)
 
@@ -76,14 +78,14 @@ class Streams:
         """Follow the experience and rated streams into the in-memory index."""
 
         async def on_experience(msg: Msg) -> None:
-            self._seen[EXPERIENCE_STREAM] = msg.metadata.sequence.stream
+            self._seen[self.experience_stream] = msg.metadata.sequence.stream
             try:
                 self.index.add_experience(Experience.from_wire(unpack(msg.data)))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("experience_unreadable", error=type(exc).__name__)
 
         async def on_rated(msg: Msg) -> None:
-            self._seen[RATED_STREAM] = msg.metadata.sequence.stream
+            self._seen[self.rated_stream] = msg.metadata.sequence.stream
             try:
                 self.index.add_rated(Rated.from_wire(unpack(msg.data)))
             except (KeyError, TypeError, ValueError) as exc:
@@ -104,7 +106,7 @@ class Streams:
         """
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
-        for stream in (EXPERIENCE_STREAM, RATED_STREAM):
+        for stream in (self.experience_stream, self.rated_stream):
             target = (await self.js.stream_info(stream)).state.last_seq
             while self._seen.get(stream, 0) < target:
                 if loop.time() > give_up:
