@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import aiohttp
 
+from .alchemist import AlchemistAdapter
+from .anthropic import AnthropicAdapter
 from .base import ChatRequest, ChatResult, Message, Provider, ProviderSpec, Secret, Usage
 from .errors import (
     ProviderAuthError,
@@ -19,15 +21,21 @@ from .errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from .gemini import GeminiAdapter
 from .http import call_with_retries, make_session
+from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
 from .secrets import SecretError, resolve_api_key
 
 __all__ = [
     "ADAPTERS",
+    "AlchemistAdapter",
+    "AnthropicAdapter",
     "ChatRequest",
     "ChatResult",
+    "GeminiAdapter",
     "Message",
+    "OllamaAdapter",
     "OpenAIAdapter",
     "Provider",
     "ProviderAuthError",
@@ -48,6 +56,10 @@ __all__ = [
 
 #: provider ``kind`` -> adapter factory; the one place a new dialect is registered
 ADAPTERS: dict[str, Callable[[ProviderSpec, aiohttp.ClientSession], Provider]] = {
+    "alchemist": AlchemistAdapter,
+    "anthropic": AnthropicAdapter,
+    "gemini": GeminiAdapter,
+    "ollama": OllamaAdapter,
     "openai": OpenAIAdapter,
 }
 

@@ -53,6 +53,8 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     logprobs: bool = False
+    #: how many llm-alchemist daemons this request has already crossed (recursive fusion)
+    hops: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,56 @@
-"""The daemon's one HTTP session, and the retry loop every adapter shares.
+"""The daemon's one HTTP session, the retry loop, and the POST every JSON dialect makes.
 
 Retries live here, not in the adapters: an adapter supplies one ``attempt``
 (a single HTTP try that raises :mod:`adapters.errors` types) and
 :func:`call_with_retries` decides whether, when and how long to try again,
 inside the request's absolute deadline.
+
+A JSON dialect (OpenAI, Anthropic, Gemini, Ollama) needs even less: its URL,
+auth headers, request body and a ``parse`` function for a 2xx body.
+:class:`JsonEndpoint` does the rest (concurrency slots, per-attempt timeout,
+body-size cap, and the one translation of failures, :func:`edge_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import json
+import math
 import random
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 
-from .base import ProviderSpec
-from .errors import ProviderError, ProviderRateLimited, ProviderTimeout
+from .base import ChatResult, ProviderSpec, Usage
+from .errors import (
+    ProviderAuthError,
+    ProviderBadResponse,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 
-__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "call_with_retries", "make_session"]
+__all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_CAP_S",
+    "MAX_BODY_BYTES",
+    "Answer",
+    "ErrorHint",
+    "HttpReply",
+    "JsonEndpoint",
+    "call_with_retries",
+    "count",
+    "edge_error",
+    "json_object",
+    "make_session",
+    "mean",
+    "parse_retry_after",
+]
 
 T = TypeVar("T")
 
@@ -85,3 +117,199 @@ async def call_with_retries(spec: ProviderSpec, attempt: Callable[[float], Await
             if loop.time() + wait >= deadline:
                 raise
         await asyncio.sleep(wait)
+
+
+# --- one POST of a JSON dialect ---------------------------------------------------------
+
+#: a response body larger than this is refused (a chat answer is far smaller)
+MAX_BODY_BYTES = 4 * 1024 * 1024
+_EXCERPT_CHARS = 200
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """What came back from one attempt, before interpretation."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A dialect's answer, read from a 2xx body by the dialect's parse function."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    logprob: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorHint:
+    """What a dialect reads from an error body that the HTTP status does not say."""
+
+    #: seconds to wait, for dialects that put it in the body rather than ``Retry-After``
+    retry_after: float | None = None
+    #: the body says the credentials were refused, whatever the status
+    auth: bool = False
+
+
+#: a dialect's reader of a 2xx body: the answer, or a short description of what is wrong
+ParseBody = Callable[[bytes], Answer | str]
+#: a dialect's reader of an error body
+ReadErrorHint = Callable[[bytes], ErrorHint]
+
+
+def edge_error(provider: str, *, exc: Exception | None = None, reply: HttpReply | None = None,
+               problem: str = "", secret: str | None = None,
+               hint: ErrorHint = ErrorHint()) -> ProviderError:
+    """Translate an aiohttp exception, an HTTP status or an unreadable body: the one place."""
+    if exc is not None:
+        # ServerTimeoutError is also a ClientConnectionError: test timeouts first
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            return ProviderTimeout(provider, "no answer within the attempt's time budget")
+        if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+            return ProviderUnavailable(provider, f"transport failure ({type(exc).__name__})")
+        # an unreadable response (bad status line, headers) or an invalid URL: retrying won't help
+        return ProviderBadResponse(provider, f"unusable HTTP exchange ({type(exc).__name__})")
+    assert reply is not None, "edge_error needs an exception or a reply"
+    status = reply.status
+    excerpt = _excerpt(reply.body, secret)
+    if status == 429:
+        retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+        if retry_after is None:
+            retry_after = hint.retry_after
+        return ProviderRateLimited(provider, "rate limited (HTTP 429)", retry_after)
+    if status in (401, 403) or (hint.auth and 400 <= status < 500):
+        return ProviderAuthError(provider, f"credentials refused (HTTP {status}): {excerpt}")
+    if status >= 500:
+        return ProviderUnavailable(provider, f"server error (HTTP {status}): {excerpt}")
+    what = problem or f"request refused (HTTP {status})"
+    return ProviderBadResponse(provider, f"{what}: {excerpt}", status=status, excerpt=excerpt)
+
+
+def _excerpt(body: bytes, secret: str | None) -> str:
+    text = body[: _EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    if secret:
+        # some servers echo the request headers back in their error bodies
+        text = text.replace(secret, "***")
+    return text[:_EXCERPT_CHARS]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+        return max(0.0, seconds)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def json_object(body: bytes) -> dict[str, Any] | str:
+    """The body as a JSON object, or a short description of why it is not one."""
+    try:
+        data: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "response body is not JSON"
+    if not isinstance(data, dict):
+        return "response JSON is not an object"
+    return data
+
+
+def count(value: object) -> int:
+    """A token count from wire JSON; anything but a non-negative int reads as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def mean(values: list[object]) -> float | None:
+    """The mean of the numbers among ``values`` (wire JSON), or None when there are none."""
+    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+async def _read_limited(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None when it is larger than :data:`MAX_BODY_BYTES`."""
+    if (response.content_length or 0) > MAX_BODY_BYTES:
+        return None
+    buf = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        buf += chunk
+        if len(buf) > MAX_BODY_BYTES:
+            return None
+    return bytes(buf)
+
+
+def _no_hint(body: bytes) -> ErrorHint:
+    return ErrorHint()
+
+
+class JsonEndpoint:
+    """One provider URL that answers a JSON POST: the part every JSON dialect shares.
+
+    It owns the provider's concurrency slots, sends ``spec.headers`` plus the
+    dialect's ``headers``, caps the body at :data:`MAX_BODY_BYTES`, maps every
+    failure with :func:`edge_error` (redacting the API key from excerpts), and
+    retries with :func:`call_with_retries`. The dialect supplies the URL, its
+    auth headers, its request body and its ``parse`` function.
+    """
+
+    def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession, url: str,
+                 headers: Mapping[str, str], parse: ParseBody,
+                 error_hint: ReadErrorHint = _no_hint) -> None:
+        self.spec = spec
+        self.url = url
+        self._session = session
+        self._headers = {**spec.headers, **headers}
+        self._parse = parse
+        self._error_hint = error_hint
+        self._semaphore = asyncio.Semaphore(spec.max_concurrency)
+        self._secret = spec.api_key.reveal() if spec.api_key is not None else None
+
+    async def complete(self, body: Mapping[str, object], *, deadline: float) -> ChatResult:
+        """POST ``body``, retrying transient failures inside ``deadline``."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer, attempts = await call_with_retries(
+            self.spec, lambda timeout_s: self._attempt(body, timeout_s), deadline=deadline)
+        cost = self.spec.cost(answer.prompt_tokens, answer.completion_tokens)
+        return ChatResult(
+            text=answer.text,
+            usage=Usage(answer.prompt_tokens, answer.completion_tokens, cost),
+            latency_ms=(loop.time() - started) * 1000.0,
+            attempts=attempts,
+            logprob=answer.logprob)
+
+    async def _attempt(self, body: Mapping[str, object], timeout_s: float) -> Answer:
+        """One HTTP try; the slot wait counts against the attempt's timeout."""
+        name = self.spec.name
+        try:
+            async with asyncio.timeout(timeout_s), self._semaphore, self._session.post(
+                    self.url, json=body, headers=self._headers) as response:
+                raw = await _read_limited(response)
+                reply = HttpReply(response.status, response.headers, raw or b"")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise edge_error(name, exc=exc) from exc
+        if raw is None:
+            raise edge_error(name, reply=reply, secret=self._secret,
+                             problem=f"response body larger than {MAX_BODY_BYTES} bytes")
+        if not 200 <= reply.status < 300:
+            raise edge_error(name, reply=reply, secret=self._secret,
+                             hint=self._error_hint(reply.body))
+        answer = self._parse(reply.body)
+        if isinstance(answer, str):
+            raise edge_error(name, reply=reply, secret=self._secret, problem=answer)
+        return answer

@@ -308,9 +308,10 @@ def _provider(s: _Section, index: int) -> ProviderConfig:
     if not _NAME.match(cfg.name) or cfg.name == "*":
         raise ConfigError(f"{s.path}.name must be 1-64 letters, digits, '.', '_' or '-', "
                           f"got {cfg.name!r}")
-    if not cfg.base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{s.path}.base_url must start with http:// or https://, "
-                          f"got {cfg.base_url!r}")
+    schemes = ("nats://", "tls://") if cfg.kind == "alchemist" else ("http://", "https://")
+    if not cfg.base_url.startswith(schemes):
+        raise ConfigError(f"{s.path}.base_url must start with {' or '.join(schemes)} for kind "
+                          f"{cfg.kind!r}, got {cfg.base_url!r}")
     if sum(x is not None for x in (cfg.api_key_env, cfg.api_key_file, cfg.api_key_credential)) > 1:
         raise ConfigError(f"{s.path}: give at most one of api_key_env, api_key_file, "
                           "api_key_credential")

@@ -39,6 +39,7 @@ from daemon.wire import (
     encode,
     error_body,
     is_json,
+    parse_hops,
     parse_request,
 )
 
@@ -109,8 +110,9 @@ class InferenceService:
         request_id = new_request_id()
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
+                hops = parse_hops(req.headers)
                 request = parse_request(decode(req.data, as_json), self.cfg.service.max_deadline_ms)
-                reply, exp = await self.infer(request, request_id)
+                reply, exp = await self.infer(request, request_id, hops=hops)
                 body = encode(reply, as_json)
                 if len(body) > self.reply_limit:
                     raise InferError("payload_too_large", f"the fused reply is {len(body)} bytes, "
@@ -176,8 +178,8 @@ class InferenceService:
             chosen = [max(row, key=row.__getitem__)]
         return self.fanout.admit(chosen), row
 
-    async def infer(self, request: InferRequest,
-                    request_id: str) -> tuple[dict[str, Any], Experience | None]:
+    async def infer(self, request: InferRequest, request_id: str,
+                    hops: int = 0) -> tuple[dict[str, Any], Experience | None]:
         """Answer one validated request; returns the reply and its experience record."""
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -194,7 +196,7 @@ class InferenceService:
         deadline_ms = request.deadline_ms or self.cfg.service.default_deadline_ms
         deadline = started + deadline_ms / 1000.0
         chat = ChatRequest(messages=request.messages, max_tokens=request.max_tokens,
-                           temperature=request.temperature)
+                           temperature=request.temperature, hops=hops)
         keys: dict[str, str | None] = {}
 
         def key_of(o: Outcome) -> str | None:

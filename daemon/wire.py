@@ -197,3 +197,21 @@ def parse_request(raw: object, max_deadline_ms: int) -> InferRequest:
         user=_str(raw, "user"), session=_str(raw, "session"), tags=tuple(tags or ()),
         include_candidates=include,
     )
+
+
+HOPS_HEADER = "Alchemist-Hops"
+MAX_HOPS = 4
+
+
+def parse_hops(headers: Mapping[str, str] | None) -> int:
+    """How many alchemists this request crossed (``Alchemist-Hops``); refuse a loop."""
+    raw = (headers or {}).get(HOPS_HEADER)
+    if raw is None:
+        return 0
+    if not raw.isdigit():
+        raise InferError("bad_request", f"header {HOPS_HEADER} must be a small integer")
+    hops = int(raw)
+    if hops > MAX_HOPS:
+        raise InferError("bad_request", f"this request already crossed {hops} llm-alchemist "
+                         f"daemons (limit {MAX_HOPS}): a loop of alchemists calling each other?")
+    return hops

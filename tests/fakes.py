@@ -1,15 +1,19 @@
-"""A fake OpenAI-compatible provider server, shared by every test suite.
+"""Fake provider servers, shared by every test suite, in each adapter's dialect.
 
-A real aiohttp app on ``127.0.0.1`` and a free port; the request's ``model``
+A real aiohttp app on ``127.0.0.1`` and a free port; the request's model
 selects a :class:`Behaviour` (ok, slow, 429, error status, malformed body,
-connection reset, hang), so one server plays many providers at once::
+connection reset, hang, blocked), so one server plays many providers at once::
 
     async with FakeOpenAI() as fake:
         fake.set("flaky", Behaviour(kind="error", status=503, times=2))
         spec = ProviderSpec(name="p", kind="openai", base_url=fake.base_url, model="flaky")
 
-Usage in answers: ``prompt_tokens`` = total characters of the messages // 4,
-``completion_tokens`` = ``len(text) // 4``.
+:class:`FakeProvider` speaks any dialect (``FakeProvider(dialect="gemini")``)
+with the same behaviours; :class:`FakeOpenAI` is the OpenAI one. The wire
+formats live in :mod:`tests.fake_dialects`.
+
+Usage in answers: prompt tokens = total characters of the messages (system
+included) // 4, completion tokens = ``len(text) // 4``.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 from aiohttp import web
 
-__all__ = ["Behaviour", "FakeOpenAI", "FakeServer"]
+from tests.fake_dialects import DIALECTS, Dialect
+
+__all__ = ["Behaviour", "Dialect", "FakeOpenAI", "FakeProvider", "FakeServer"]
 
 _MAX_REQUESTS_KEPT = 200
 
@@ -34,15 +40,20 @@ _MAX_REQUESTS_KEPT = 200
 class Behaviour:
     """How the fake answers one model.
 
-    ``text`` is the answer (or a function of the request's messages); for
-    ``"error"`` it is also put in the error body's message, so tests can make a
-    server echo something back.
+    ``text`` is the answer (or a function of the request's messages, each a
+    ``{"role", "content"}`` dict whatever the dialect); for ``"error"`` it is
+    also put in the error body's message, so tests can make a server echo
+    something back, and for ``"blocked"`` it is the block reason. ``"blocked"``
+    is a 200 without an answer: Gemini's ``promptFeedback.blockReason``,
+    OpenAI's ``refusal``, Anthropic's ``stop_reason: "refusal"``, Ollama's
+    ``done_reason``.
     """
 
-    kind: Literal["ok", "slow", "rate_limit", "error", "malformed", "reset", "hang"] = "ok"
+    kind: Literal["ok", "slow", "rate_limit", "error", "malformed", "reset", "hang",
+                  "blocked"] = "ok"
     text: str | Callable[[list[dict[str, Any]]], str] = "ok"
     delay_s: float = 0.0  # for "slow" (then answers ok)
-    retry_after: float | None = None  # for "rate_limit": Retry-After header seconds
+    retry_after: float | None = None  # for "rate_limit": the dialect's retry hint, in seconds
     status: int = 500  # for "error"
     times: int | None = None  # fail this many times, then behave "ok" (None = always)
     logprob: float | None = None  # token logprob value, when the request asks for logprobs
@@ -60,8 +71,8 @@ class FakeServer(Protocol):
     async def stop(self) -> None: ...
 
 
-class FakeOpenAI:
-    """Serves /v1/chat/completions; the request's ``model`` selects the behaviour.
+class FakeProvider:
+    """Serves one dialect's chat route; the request's model selects the behaviour.
 
     ``calls`` counts requests per model, ``requests`` keeps the last 200 bodies
     (each with a ``"headers"`` key), ``in_flight``/``peak_in_flight`` count
@@ -69,7 +80,9 @@ class FakeOpenAI:
     for requests to arrive.
     """
 
-    def __init__(self, default: Behaviour | None = None) -> None:
+    def __init__(self, default: Behaviour | None = None, *, dialect: Dialect = "openai") -> None:
+        self.dialect = dialect
+        self._wire = DIALECTS[dialect]
         self.default = default if default is not None else Behaviour()
         self.behaviours: dict[str, Behaviour] = {}
         self.calls: collections.Counter[str] = collections.Counter()
@@ -95,9 +108,13 @@ class FakeOpenAI:
             await self._arrived.wait()
 
     async def start(self) -> str:
-        """Listen on a free port of 127.0.0.1; return the base URL ``http://.../v1``."""
+        """Listen on a free port of 127.0.0.1; return the dialect's base URL.
+
+        ``http://127.0.0.1:PORT/v1`` for OpenAI and Anthropic, ``.../v1beta``
+        for Gemini, and the bare ``http://127.0.0.1:PORT`` for Ollama.
+        """
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post(self._wire.route, self._handle)
         self._stopping = asyncio.Event()
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False,
                                      access_log=None)
@@ -107,7 +124,7 @@ class FakeOpenAI:
         server = site._server  # aiohttp exposes the bound port only here
         assert isinstance(server, asyncio.Server)
         port = server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.base_url = f"http://127.0.0.1:{port}{self._wire.prefix}"
         return self.base_url
 
     async def stop(self) -> None:
@@ -117,7 +134,7 @@ class FakeOpenAI:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    async def __aenter__(self) -> FakeOpenAI:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -130,8 +147,9 @@ class FakeOpenAI:
         try:
             body: dict[str, Any] = json.loads(raw)
         except ValueError:
-            return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
-        model = str(body.get("model", ""))
+            return web.json_response(self._wire.error(400, "body is not JSON"), status=400)
+        # Gemini names the model in the path, the others in the body
+        model = request.match_info.get("model") or str(body.get("model", ""))
         self.calls[model] += 1
         self.requests.append({**body, "headers": dict(request.headers)})
         self._arrived.set()
@@ -145,6 +163,7 @@ class FakeOpenAI:
     async def _respond(self, request: web.Request, model: str,
                        body: dict[str, Any]) -> web.StreamResponse:
         b = self.behaviours.get(model, self.default)
+        wire = self._wire
         kind = b.kind
         if kind not in ("ok", "slow") and b.times is not None:
             if self._failures[model] >= b.times:
@@ -163,14 +182,19 @@ class FakeOpenAI:
             return web.Response(status=200, text="<html>not json {",
                                 content_type="application/json")
         elif kind == "rate_limit":
-            headers = {} if b.retry_after is None else {"Retry-After": _num(b.retry_after)}
-            return web.json_response({"error": {"message": "rate limited"}},
-                                     status=429, headers=headers)
+            headers, error = wire.rate_limited(b.retry_after)
+            return web.json_response(error, status=429, headers=headers)
         elif kind == "error":
             message = b.text if isinstance(b.text, str) else "error"
-            return web.json_response({"error": {"message": message, "code": b.status}},
-                                     status=b.status)
-        return web.json_response(_completion(model, body, b))
+            return web.json_response(wire.error(b.status, message), status=b.status)
+        messages = wire.messages(body)
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4
+        if kind == "blocked":
+            reason = b.text if isinstance(b.text, str) else "SAFETY"
+            return web.json_response(wire.blocked(model, reason, prompt_tokens))
+        text = b.text(messages) if callable(b.text) else b.text
+        logprob = b.logprob if wire.wants_logprobs(body) else None
+        return web.json_response(wire.answer(model, text, prompt_tokens, logprob))
 
     @staticmethod
     def _abort(request: web.Request) -> web.StreamResponse:
@@ -181,31 +205,8 @@ class FakeOpenAI:
         raise asyncio.CancelledError
 
 
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
+class FakeOpenAI(FakeProvider):
+    """The fake in the OpenAI chat-completions dialect (``/v1/chat/completions``)."""
 
-
-def _completion(model: str, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
-    messages: list[dict[str, Any]] = list(body.get("messages", []))
-    text = b.text(messages) if callable(b.text) else b.text
-    prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
-    choice: dict[str, Any] = {
-        "index": 0,
-        "message": {"role": "assistant", "content": text},
-        "finish_reason": "stop",
-        "logprobs": None,
-    }
-    if b.logprob is not None and body.get("logprobs"):
-        tokens = text.split() or [text]
-        choice["logprobs"] = {"content": [
-            {"token": t, "logprob": b.logprob, "bytes": None, "top_logprobs": []}
-            for t in tokens]}
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "model": model,
-        "choices": [choice],
-        "usage": {"prompt_tokens": prompt_chars // 4,
-                  "completion_tokens": len(text) // 4,
-                  "total_tokens": prompt_chars // 4 + len(text) // 4},
-    }
+    def __init__(self, default: Behaviour | None = None) -> None:
+        super().__init__(default, dialect="openai")
