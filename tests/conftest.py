@@ -24,6 +24,12 @@ BENCH_DIR = Path(os.environ.get("ALCHEMIST_BENCH_DIR")
 logs.configure("warning")
 
 
+@pytest.fixture(autouse=True)
+def _logging_defaults() -> None:
+    """Every test starts from the same logging setup (CLI verbs under test reconfigure it)."""
+    logs.configure("warning")
+
+
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
     """A fresh nats-server with JetStream on a free port, storing under tmp_path."""
