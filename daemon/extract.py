@@ -362,8 +362,9 @@ def _decode_at(text: str, start: int) -> tuple[dict[str, object] | None, int]:
         value = None
         if end > start and "'" in chunk and len(chunk) <= _MAX_LITERAL_CHARS:
             try:
-                with warnings.catch_warnings():  # prose like "1st" warns while parsing
+                with warnings.catch_warnings():  # prose like "1st" or "\w" warns while parsing
                     warnings.simplefilter("ignore", SyntaxWarning)
+                    warnings.simplefilter("ignore", DeprecationWarning)
                     value = ast.literal_eval(chunk)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 value = None
