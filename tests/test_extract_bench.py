@@ -45,6 +45,7 @@ def _literal(text: str) -> str:
     """A CRUXEval answer as a Python value: 'abc', "abc" and abc are the same string."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # "\w" in model text
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
