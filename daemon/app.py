@@ -34,10 +34,13 @@ from daemon.feedback import FeedbackConsumer
 from daemon.logs import register_secret
 from daemon.metrics import Metrics, bound_port, serve_metrics
 from daemon.notify import Notifier
+from daemon.prober import Prober
 from daemon.recipe_store import RecipeStore
 from daemon.service import SELF_CHECK, InferenceService
 from daemon.streams import Streams
 from daemon.tasks import cancel
+from probes.router import SkillRouter
+from probes.suites import load_suites
 
 log = structlog.get_logger("alchemist")
 
@@ -70,6 +73,7 @@ class Daemon:
         self.feedback: FeedbackConsumer | None = None
         self.evolver: Evolver | None = None
         self.service: InferenceService | None = None
+        self.prober: Prober | None = None
         self._micro: Service | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.metrics = Metrics()
@@ -109,8 +113,14 @@ class Daemon:
         await self.feedback.start()
         self.evolver = Evolver(cfg, self.recipes, self.index, list(self.providers))
         await self.evolver.start()
+        suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
         self.service = InferenceService(cfg, self.providers, self.recipes, self.streams,
-                                        metrics=self.metrics)
+                                        metrics=self.metrics,
+                                        router=SkillRouter.from_suites(suites))
+        streams, nc = self.streams, self.nc
+        self.prober = Prober(cfg.probes, suites, lambda: self.service.fanout,  # type: ignore[union-attr]
+                             streams.rate, nc.publish, prefix)
+        await self.prober.start()
         self.service.reply_limit = self.nc.max_payload
         if cfg.service.max_payload > self.nc.max_payload:
             log.warning("max_payload_clamped", configured=cfg.service.max_payload,
@@ -217,7 +227,7 @@ class Daemon:
             await _quietly(self._micro.stop)
         if self.service is not None:
             left = await self.service.drain(self.cfg.service.drain_timeout_s)
-        for part in (self.feedback, self.evolver, self.recipes, self.streams):
+        for part in (self.prober, self.feedback, self.evolver, self.recipes, self.streams):
             if part is not None:
                 await _quietly(part.close)
         if self._metrics_runner is not None:

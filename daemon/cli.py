@@ -193,6 +193,47 @@ async def cmd_recipe(args: argparse.Namespace) -> int:
     return await _with_store(args, act)
 
 
+async def cmd_probe_run(args: argparse.Namespace) -> int:
+    """Run probe suites against the configured providers (no daemon, no NATS needed)."""
+    from adapters import build_provider, make_session
+    from daemon.app import provider_spec
+    from daemon.fanout import FanOut
+    from daemon.prober import accuracy_table, probe_providers
+    from probes.suites import load_suites
+
+    cfg = _config(args)
+    suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
+    if args.suite:
+        suites = [s for s in suites if s.name == args.suite]
+        if not suites:
+            raise CliError(f"no probe suite named {args.suite!r}")
+    specs = [provider_spec(p) for p in cfg.providers
+             if not args.provider or p.name == args.provider]
+    if not specs:
+        raise CliError("no providers to probe: add [[providers]] to the config"
+                       + (f" (or check --provider {args.provider})" if args.provider else ""))
+    probes = [p for s in suites for p in s.probes]
+    session = make_session()
+    try:
+        fanout = FanOut({s.name: build_provider(s, session) for s in specs}, cfg.breaker)
+        results = []
+        for i, probe in enumerate(probes, 1):
+            results.append(await probe_providers(fanout, list(fanout.providers), probe,
+                                                 cfg.probes.timeout_s))
+            sys.stderr.write(f"\rprobing: {i}/{len(probes)} ({probe.suite})        ")
+            sys.stderr.flush()
+        sys.stderr.write("\n")
+    finally:
+        await session.close()
+    table = accuracy_table(results)
+    skills = sorted({skill for row in table.values() for skill in row})
+    print("provider".ljust(24) + "".join(s[:12].rjust(13) for s in skills))
+    for name, row in table.items():
+        cells = [f"{row[s][0]}/{row[s][1]}" if s in row else "-" for s in skills]
+        print(name[:24].ljust(24) + "".join(c.rjust(13) for c in cells))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def _client_opts(p: argparse.ArgumentParser) -> None:
@@ -252,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("file")
     _client_opts(pr)
     pr.set_defaults(fn=cmd_recipe)
+
+    p = sub.add_parser("probe", help="probe suites: crafted prompts with known answers")
+    psub = p.add_subparsers(dest="action", required=True)
+    pr = psub.add_parser("run", help="run probe suites against the configured providers")
+    pr.add_argument("-c", "--config", help="config file (TOML)")
+    pr.add_argument("--suite", help="only this suite")
+    pr.add_argument("--provider", help="only this provider")
+    pr.set_defaults(fn=cmd_probe_run)
 
     from daemon.sim.cli import add_sim_verbs
 

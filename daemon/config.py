@@ -216,6 +216,34 @@ def _breaker(s: _Section) -> BreakerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbesConfig:
+    """The prober (see README, "Probes"): off unless enabled; it spends provider calls."""
+
+    enabled: bool = False
+    suites_dir: str | None = None
+    interval_s: float = 600.0
+    first_run_s: float = 5.0
+    jitter: float = 0.2
+    sample: int = 8
+    timeout_s: float = 60.0
+    calls_per_hour: int = 200
+    cost_per_day: float = 1.0
+    weight: float = 3.0
+
+
+def _probes(s: _Section) -> ProbesConfig:
+    cfg = ProbesConfig(
+        enabled=s.boolean("enabled", False), suites_dir=s.opt_str("suites_dir"),
+        interval_s=s.number("interval_s", 600.0, 1.0), first_run_s=s.number("first_run_s", 5.0, 0.0),
+        jitter=s.number("jitter", 0.2, 0.0, 1.0), sample=s.integer("sample", 8, 1, 10_000),
+        timeout_s=s.number("timeout_s", 60.0, 0.1), calls_per_hour=s.integer("calls_per_hour", 200, 1),
+        cost_per_day=s.number("cost_per_day", 1.0, 0.0), weight=s.number("weight", 3.0, 0.0, 100.0),
+    )
+    s.done()
+    return cfg
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """The Prometheus endpoint (off by default; loopback by default)."""
 
@@ -244,6 +272,7 @@ class Config:
     evolver: EvolverConfig
     breaker: BreakerPolicy = BreakerPolicy()
     metrics: MetricsConfig = MetricsConfig()
+    probes: ProbesConfig = ProbesConfig()
     source: str = "<defaults>"
 
     def provider(self, name: str) -> ProviderConfig:
@@ -409,10 +438,11 @@ def parse_config(raw: Mapping[str, Any], source: str = "<memory>") -> Config:
     evolver = _evolver(top.table("evolver"))
     breaker = _breaker(top.table("breaker"))
     metrics = _metrics(top.table("metrics"))
+    probes = _probes(top.table("probes"))
     top.done()
     return Config(nats=nats, service=service, state_dir=state_dir, experience=experience,
                   providers=providers, recipes=recipes, evolver=evolver, breaker=breaker,
-                  metrics=metrics, source=source)
+                  metrics=metrics, probes=probes, source=source)
 
 
 def load_config(path: Path | None) -> Config:

@@ -41,6 +41,7 @@ from optimizers import (
 )
 
 log = structlog.get_logger("alchemist.evolver")
+PROBES_KEY = "*probes*"  # the experience recipe name of probe records (see daemon.prober)
 _RESEED = 4  # individuals replaced by fresh seeds at each step
 _NO_SHRINK = 1e12  # skill evidence that makes shrinkage a no-op
 #: what a step returns: the gate's decision, the candidate's weights, its fitness
@@ -61,8 +62,12 @@ class _State:
 
 
 def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
-                   providers: Sequence[str]) -> Snapshot:
-    """Turn rated records into the optimizer's arrays (global provider order)."""
+                   providers: Sequence[str], probe_weight: float = 1.0) -> Snapshot:
+    """Turn rated records (and probe records) into the optimizer's arrays.
+
+    Providers are in the global order given; a probe record carries ground
+    truth per provider instead of a rating and counts ``probe_weight`` ratings.
+    """
     n, m = len(records), len(providers)
     pos = {p: i for i, p in enumerate(providers)}
     sk = {s: i for i, s in enumerate(skills)}
@@ -73,6 +78,8 @@ def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
     served = np.zeros(n, np.int64)
     reward = np.zeros(n, np.float32)
     propensity = np.ones(n, np.float32)
+    truth = np.full((n, m), np.nan, np.float32)
+    weight = np.ones(n, np.float32)
     cost_sum = np.zeros(m)
     for r, rec in enumerate(records):
         e = rec.experience
@@ -86,6 +93,12 @@ def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
         served[r] = idx[e.served] if 0 <= e.served < len(idx) and idx[e.served] >= 0 else 0
         reward[r] = 1.0 if rec.rating > 0 else 0.0
         propensity[r] = e.propensity
+        if rec.truth is not None:
+            reward[r] = np.nan
+            weight[r] = probe_weight
+            for i in keep:
+                if rec.truth[i] is not None:
+                    truth[r, idx[i]] = rec.truth[i]
         if e.cost:
             cost_sum[g] += np.asarray(e.cost)[keep]
     # a provider with no extracted answer (zero self-agreement under vote) backed nothing
@@ -93,8 +106,7 @@ def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
     cost = cost_sum / cost_sum.mean() if cost_sum.sum() > 0 else np.ones(m)
     return Snapshot(skills=tuple(skills), providers=tuple(providers), skill=skill,
                     answered=answered, sim=sim, served=served, reward=reward,
-                    propensity=propensity, truth=np.full((n, m), np.nan, np.float32),
-                    weight=np.ones(n, np.float32), cost=cost)
+                    propensity=propensity, truth=truth, weight=weight, cost=cost)
 
 
 def genome_of(recipe: Recipe, skills: Sequence[str], providers: Sequence[str]) -> np.ndarray:
@@ -163,7 +175,7 @@ class Evolver:
     async def maybe_step(self, name: str, *, force: bool = False) -> GateDecision | None:
         """Run one evolution step for a recipe if enough new ratings arrived."""
         st = self.state.setdefault(name, _State())
-        total = self.index.rated_total[name]
+        total = self.index.rated_total[name] + self.index.rated_total[PROBES_KEY]
         recipe = self.recipes.get(name)
         if recipe is None or not total or not (force or self._due(st, total)):
             return None
@@ -196,7 +208,7 @@ class Evolver:
         """Worker thread: snapshot, optimizer step, gate. Touches no shared state but ``st``."""
         seen_skills = {r.experience.skill for r in records} | set(recipe.weights)
         skills = (FALLBACK, *sorted(seen_skills - {FALLBACK}))
-        data = build_snapshot(records, skills, self.providers)
+        data = build_snapshot(records, skills, self.providers, self.cfg.probes.weight)
         params = self.params(recipe)
         holdout = split_holdout([r.key for r in records], self.ecfg.holdout_share)
         train, test = data.subset(~holdout), data.subset(holdout)

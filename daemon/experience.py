@@ -62,24 +62,37 @@ class Experience:
 
 @dataclass(frozen=True, slots=True)
 class Rated:
-    """An experience with one user's rating of the served answer (+1 / -1)."""
+    """An experience with evidence: one user's rating of the served answer (+1 / -1),
+    or, for a probe (``user`` ``"probe"``), the ground truth of every provider's answer.
+    """
 
     experience: Experience
     rating: int
     user: str
     ts: float
+    #: probe records: 1.0 / 0.0 per provider of ``experience.providers`` (None: no answer)
+    truth: tuple[float | None, ...] | None = None
 
     @property
     def key(self) -> str:
         """The idempotency key: one rating per request and user."""
         return f"{self.experience.request_id}:{self.user}"
 
+    @property
+    def is_probe(self) -> bool:
+        return self.truth is not None
+
     def to_wire(self) -> dict[str, Any]:
-        return {"e": self.experience.to_wire(), "y": self.rating, "u": self.user, "ts": self.ts}
+        out = {"e": self.experience.to_wire(), "y": self.rating, "u": self.user, "ts": self.ts}
+        if self.truth is not None:
+            out["t"] = list(self.truth)
+        return out
 
     @staticmethod
     def from_wire(d: dict[str, Any]) -> Rated:
-        return Rated(Experience.from_wire(d["e"]), int(d["y"]), str(d["u"]), float(d["ts"]))
+        truth = d.get("t")
+        return Rated(Experience.from_wire(d["e"]), int(d["y"]), str(d["u"]), float(d["ts"]),
+                     tuple(truth) if truth is not None else None)
 
 
 def pack(obj: dict[str, Any]) -> bytes:
@@ -137,6 +150,7 @@ class ExperienceIndex:
         return key in self.rated
 
     def rated_for(self, recipe: str) -> Iterator[Rated]:
+        """The rated records of a recipe, and every probe record (probes serve all recipes)."""
         for rec in self.rated.values():
-            if rec.experience.recipe == recipe:
+            if rec.experience.recipe == recipe or rec.truth is not None:
                 yield rec

@@ -38,6 +38,7 @@ from daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.feedback")
 UNKNOWN_RETRIES = 3
+IDLE_CHECK = 10  # empty one-second fetches in a row before checking the consumer
 _RATINGS = {1: 1, -1: -1, "up": 1, "down": -1, "+1": 1, "-1": -1}
 
 
@@ -147,13 +148,18 @@ class FeedbackConsumer:
 
     async def _loop(self) -> None:
         broken = False
+        idle = 0
         while True:
             try:
                 if broken:
                     await self._resubscribe()
                     broken = False
                 msgs = await self._sub.fetch(64, timeout=1.0)
+                idle = 0
             except nats.errors.TimeoutError:
+                idle += 1
+                if idle % IDLE_CHECK == 0:  # nothing for a while: is the stream really empty?
+                    broken = await self._stuck()
                 continue
             except asyncio.CancelledError:
                 raise
@@ -169,6 +175,20 @@ class FeedbackConsumer:
                     raise
                 except Exception as exc:  # noqa: BLE001 - not acked: JetStream redelivers it
                     log.warning("feedback_not_processed", error=type(exc).__name__)
+
+    async def _stuck(self) -> bool:
+        """True when the consumer has messages waiting that our fetches do not get
+        (a pull subscription that did not survive a broker restart)."""
+        try:
+            info = await self._sub.consumer_info()
+        except Exception as exc:  # noqa: BLE001 - the broker may still be away; retry later
+            log.debug("feedback_consumer_info_failed", error=type(exc).__name__)
+            return False
+        if info.num_pending or info.num_ack_pending:
+            log.warning("feedback_consumer_stuck", pending=info.num_pending,
+                        ack_pending=info.num_ack_pending)
+            return True
+        return False
 
     async def handle(self, msg: Msg) -> str:
         """Process one message; returns its outcome (also counted in ``counts``)."""

@@ -42,6 +42,7 @@ from daemon.wire import (
     parse_hops,
     parse_request,
 )
+from probes.router import SkillRouter
 
 log = structlog.get_logger("alchemist.infer")
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -61,7 +62,7 @@ class InferenceService:
 
     def __init__(self, cfg: Config, providers: Mapping[str, Provider], recipes: RecipeStore,
                  streams: Streams | None, *, rng: random.Random | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, router: SkillRouter | None = None) -> None:
         self.cfg = cfg
         self.providers = dict(providers)
         self.recipes = recipes
@@ -70,6 +71,7 @@ class InferenceService:
         self.inflight = 0
         self.counts: Counter[str] = Counter()
         self.metrics = metrics
+        self.router = router
         self.fanout = FanOut(self.providers, cfg.breaker, metrics)
         self._tasks: set[asyncio.Task[None]] = set()
         #: the broker's max_payload (set by the daemon once connected)
@@ -178,6 +180,14 @@ class InferenceService:
             chosen = [max(row, key=row.__getitem__)]
         return self.fanout.admit(chosen), row
 
+    def _route(self, request: InferRequest) -> str:
+        """A skill for a request without a hint: the probe suites' classifier, else "*"."""
+        if self.router is None:
+            return "*"
+        text = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        skill, _ = self.router.classify(text[:4000])
+        return skill
+
     async def infer(self, request: InferRequest, request_id: str,
                     hops: int = 0) -> tuple[dict[str, Any], Experience | None]:
         """Answer one validated request; returns the reply and its experience record."""
@@ -188,7 +198,7 @@ class InferenceService:
             known = ", ".join(sorted(self.recipes.current)) or "none"
             raise InferError("unknown_recipe", f"no recipe named {request.recipe!r}; "
                              f"known recipes: {known}")
-        skill = request.skill or "*"
+        skill = request.skill or self._route(request)
         spec = request.answer or recipe.answer
         called, row = self._plan(recipe, skill)
         if not called:

@@ -41,7 +41,8 @@ def test_defaults_are_embedded_and_valid() -> None:
     ({"recipes": {"default": {"answer": {"kind": "json"}}}}, "recipes.default.answer"),
     ({"recipes": {"default": {"params": {"explore": 0.9}}}}, "recipes.default.params.explore"),
     ({"evolver": {"population": 2}}, "evolver.population must be between 4"),
-    ({"probes": {}}, "unknown key probes"),
+    ({"probes": {"sample": 0}}, "probes.sample must be between 1"),
+    ({"metrics": {"port": 70000}}, "metrics.port must be between 0"),
 ])
 def test_bad_values_name_their_key(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -93,6 +93,7 @@ async def test_no_rating_lost_across_broker_restart(daemon_factory: DaemonFactor
         await rate(nc, rid, "down")
     await nats_server.stop()   # ...then the broker goes away and comes back
     await nats_server.start()
+    await until(lambda: d.nc is not None and d.nc.is_connected)
     await d.feedback.start()
     await until(lambda: counts(d).get("accepted", 0) == 4, timeout=20)
 

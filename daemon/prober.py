@@ -1,0 +1,223 @@
+"""The prober: crafted prompts with known answers, run against every provider.
+
+On a schedule (``probes.interval_s`` with jitter) and within a budget (calls
+per hour, USD per day), it samples probes across skills, asks every provider
+through the normal adapters, checks each answer, and
+
+* publishes one ``<prefix>.probes.results`` event per provider and suite
+  (``provider, suite, skill, passed, total, latency_ms, cost``);
+* journals each probe as a record with ground truth per provider (in the
+  rated stream, user ``"probe"``), so fitness uses it next to user ratings,
+  counting ``probes.weight`` ratings each. Before any user has rated
+  anything, probes alone seed the population and can earn the first promotion.
+
+``alchemist probe run`` uses :func:`probe_providers` directly, without NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from adapters import ChatRequest
+from daemon.config import ProbesConfig
+from daemon.experience import Experience, Rated
+from daemon.fanout import FanOut, Outcome
+from daemon.fusion import Candidate, similarity_matrix
+from daemon.tasks import cancel
+from probes.suites import Probe, Suite, render
+
+log = structlog.get_logger("alchemist.prober")
+PROBE_USER = "probe"
+PROBES_KEY = "*probes*"  # rated_total counter of probe records (they serve every recipe)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe asked of every provider, checked."""
+
+    probe: Probe
+    outcomes: tuple[Outcome, ...]
+    passed: tuple[bool | None, ...]  # None: the provider gave no answer
+    extracted: tuple[str | None, ...]
+
+
+class Budget:
+    """Calls per hour and USD per day, over sliding windows (bounded memory)."""
+
+    def __init__(self, calls_per_hour: int, cost_per_day: float) -> None:
+        self.calls_per_hour = calls_per_hour
+        self.cost_per_day = cost_per_day
+        self._calls: deque[float] = deque(maxlen=calls_per_hour)
+        self._costs: deque[tuple[float, float]] = deque(maxlen=24 * calls_per_hour)
+
+    def allows(self, calls: int, now: float) -> bool:
+        while self._calls and now - self._calls[0] > 3600:
+            self._calls.popleft()
+        while self._costs and now - self._costs[0][0] > 86400:
+            self._costs.popleft()
+        spent = sum(c for _, c in self._costs)
+        return len(self._calls) + calls <= self.calls_per_hour and spent < self.cost_per_day
+
+    def spend(self, calls: int, cost: float, now: float) -> None:
+        self._calls.extend([now] * calls)
+        self._costs.append((now, cost))
+
+    @property
+    def calls_last_hour(self) -> int:
+        return len(self._calls)
+
+
+def sample(suites: Sequence[Suite], n: int, rng: random.Random) -> list[Probe]:
+    """Up to ``n`` probes, spread over the suites (round robin over shuffled suites)."""
+    pools = [rng.sample(list(s.probes), len(s.probes)) for s in suites if s.probes]
+    rng.shuffle(pools)
+    out: list[Probe] = []
+    while len(out) < n and any(pools):
+        for pool in pools:
+            if pool and len(out) < n:
+                out.append(pool.pop())
+    return out
+
+
+async def probe_providers(fanout: FanOut, names: Sequence[str], probe: Probe,
+                          timeout_s: float) -> ProbeResult:
+    """Ask every named provider one probe (concurrently) and check the answers."""
+    messages = tuple(render(probe, None))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    outcomes = await fanout.run(list(names), ChatRequest(messages=messages), deadline)
+    passed: list[bool | None] = []
+    extracted: list[str | None] = []
+    for o in outcomes:
+        if o.result is None:
+            passed.append(None)
+            extracted.append(None)
+            continue
+        check = probe.checker.check(o.result.text)
+        passed.append(check.passed)
+        extracted.append(check.extracted)
+    return ProbeResult(probe, tuple(outcomes), tuple(passed), tuple(extracted))
+
+
+def to_record(result: ProbeResult, probe_id: str) -> Rated:
+    """A probe result as a rated-experience record with ground truth per provider."""
+    names = tuple(o.name for o in result.outcomes)
+    answered = [o.result is not None for o in result.outcomes]
+    cands = [Candidate(n, "", e, 1.0) for n, e, ok in zip(names, result.extracted, answered,
+                                                           strict=True)]
+    sim = similarity_matrix(cands, "vote")
+    for i, ok in enumerate(answered):
+        if not ok:
+            sim[i, :] = sim[:, i] = 0.0
+    exp = Experience(
+        request_id=probe_id, recipe=PROBES_KEY, version=0, skill=result.probe.skill,
+        strategy="vote", providers=names, answered=tuple(answered),
+        answers=result.extracted, sim=tuple(round(float(v), 3) for v in sim.ravel()),
+        served=0, propensity=1.0,
+        cost=tuple(float(o.result.usage.cost or 0.0) if o.result else 0.0
+                   for o in result.outcomes))
+    truth = tuple(None if p is None else (1.0 if p else 0.0) for p in result.passed)
+    return Rated(exp, 0, PROBE_USER, time.time(), truth)
+
+
+def summarize(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
+    """One event per provider and suite: passed / total, mean latency, cost."""
+    acc: dict[tuple[str, str], dict[str, float]] = {}
+    skills: dict[str, str] = {}
+    for r in results:
+        skills[r.probe.suite] = r.probe.skill
+        for o, p in zip(r.outcomes, r.passed, strict=True):
+            row = acc.setdefault((o.name, r.probe.suite),
+                                 {"passed": 0, "total": 0, "latency": 0.0, "cost": 0.0})
+            row["total"] += 1
+            row["passed"] += 1 if p else 0
+            row["latency"] += o.latency_ms
+            row["cost"] += (o.result.usage.cost or 0.0) if o.result else 0.0
+    return [{"provider": prov, "suite": suite, "skill": skills[suite],
+             "passed": int(v["passed"]), "total": int(v["total"]),
+             "latency_ms": round(v["latency"] / v["total"], 1), "cost": round(v["cost"], 6)}
+            for (prov, suite), v in sorted(acc.items())]
+
+
+class Prober:
+    """Background probing within a budget; results go to NATS and to the learning data."""
+
+    def __init__(self, cfg: ProbesConfig, suites: Sequence[Suite],
+                 fanout: Callable[[], FanOut], record: Callable[[Rated], object],
+                 publish: Callable[[str, bytes], object], prefix: str,
+                 rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.suites = list(suites)
+        self._fanout = fanout
+        self._record = record
+        self._publish = publish
+        self.subject = f"{prefix}.probes.results"
+        self.budget = Budget(cfg.calls_per_hour, cfg.cost_per_day)
+        self.rng = rng or random.Random()
+        self.counts = {"runs": 0, "probes": 0, "skipped_budget": 0}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.cfg.enabled and self.suites:
+            self._task = asyncio.create_task(self._loop(), name="prober")
+
+    async def _loop(self) -> None:
+        delay = self.cfg.first_run_s
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("probe_run_failed")
+            delay = self.cfg.interval_s * (1 + self.cfg.jitter * (2 * self.rng.random() - 1))
+
+    async def run_once(self) -> list[ProbeResult]:
+        """One probing round: sample, ask, check, publish, record."""
+        fanout = self._fanout()
+        names = list(fanout.providers)
+        results = []
+        for probe in sample(self.suites, self.cfg.sample, self.rng):
+            now = time.monotonic()
+            if not self.budget.allows(len(names), now):
+                self.counts["skipped_budget"] += 1
+                log.info("probe_skipped", reason="budget", calls_last_hour=self.budget.calls_last_hour)
+                break
+            result = await probe_providers(fanout, names, probe, self.cfg.timeout_s)
+            cost = sum((o.result.usage.cost or 0.0) for o in result.outcomes if o.result)
+            self.budget.spend(len(names), cost, now)
+            results.append(result)
+            self.counts["probes"] += 1
+            pending = self._record(to_record(result, f"probe-{os.urandom(8).hex()}"))
+            if asyncio.iscoroutine(pending):
+                await pending
+        for event in summarize(results):
+            pending = self._publish(self.subject, json.dumps(event).encode())
+            if asyncio.iscoroutine(pending):
+                await pending
+        self.counts["runs"] += 1
+        log.info("probe_run", probes=len(results), providers=len(names))
+        return results
+
+    async def close(self) -> None:
+        await cancel(self._task)
+        self._task = None
+
+
+def accuracy_table(results: Sequence[ProbeResult]) -> dict[str, dict[str, tuple[int, int]]]:
+    """``{provider: {skill: (passed, total)}}`` for the CLI's table."""
+    table: dict[str, dict[str, tuple[int, int]]] = {}
+    for r in results:
+        for o, p in zip(r.outcomes, r.passed, strict=True):
+            passed, total = table.setdefault(o.name, {}).get(r.probe.skill, (0, 0))
+            table[o.name][r.probe.skill] = (passed + (1 if p else 0), total + 1)
+    return table

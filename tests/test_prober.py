@@ -1,0 +1,116 @@
+"""The prober end to end: probes map provider strengths, respect the budget, seed recipes."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+
+from daemon.prober import accuracy_table
+from probes.suites import load_suites
+from tests.conftest import DaemonFactory, infer
+from tests.fakes import Behaviour, FakeOpenAI
+from tests.test_feedback import until
+
+SUITES = Path(__file__).resolve().parents[1] / "probes" / "suites"
+
+
+def expected_answers() -> dict[str, tuple[str, str]]:
+    """prompt -> (skill, a right answer text) for the arithmetic and code-output suites."""
+    out = {}
+    for name, skill in (("arithmetic", "math"), ("code_output", "code")):
+        for probe in tomllib.loads((SUITES / f"{name}.toml").read_text())["probes"]:
+            out[probe["prompt"]] = (skill, str(probe["check"]["expected"]))
+    return out
+
+
+def specialist(strong: str) -> Any:
+    """A fake provider that is right on one skill and wrong on every other."""
+    answers = expected_answers()
+
+    def answer(messages: list[dict[str, Any]]) -> str:
+        prompt = messages[-1]["content"]
+        skill, right = answers.get(prompt, ("?", "0"))
+        return right if skill == strong else "'nope'" if skill == "code" else "-1"
+    return answer
+
+
+@pytest.fixture
+def two_specialists(fake: FakeOpenAI) -> FakeOpenAI:
+    fake.set("mathy", Behaviour(text=specialist("math")))
+    fake.set("coder", Behaviour(text=specialist("code")))
+    fake.set("broken", Behaviour(kind="error", status=500))
+    return fake
+
+
+def math_and_code() -> list[Any]:
+    return [s for s in load_suites() if s.name in ("arithmetic", "code_output")]
+
+
+async def test_probes_map_each_providers_strengths(daemon_factory: DaemonFactory, nc: Client,
+                                                   two_specialists: FakeOpenAI) -> None:
+    events: list[dict[str, Any]] = []
+
+    async def on_event(msg):  # type: ignore[no-untyped-def]
+        events.append(json.loads(msg.data))
+
+    await nc.subscribe("alchemist.probes.results", cb=on_event)
+    d = await daemon_factory(models=["mathy", "coder", "broken"], probes={"sample": 32})
+    assert d.prober is not None
+    d.prober.suites = math_and_code()
+    results = await d.prober.run_once()
+    table = accuracy_table(results)
+    assert table["mathy"]["math"] == (16, 16) and table["mathy"]["code"] == (0, 16)
+    assert table["coder"]["code"] == (16, 16) and table["coder"]["math"] == (0, 16)
+    assert table["broken"]["math"] == (0, 16)  # a failing provider does not stop the prober
+    await until(lambda: len(events) == 6)
+    by = {(e["provider"], e["suite"]): e for e in events}
+    assert by["mathy", "arithmetic"]["passed"] == 16 and by["mathy", "arithmetic"]["total"] == 16
+    assert by["coder", "code_output"]["skill"] == "code"
+    probes = [r for r in d.index.rated.values() if r.truth is not None]
+    assert len(probes) == 32
+
+
+async def test_probes_alone_earn_a_prior_recipe(daemon_factory: DaemonFactory,
+                                                two_specialists: FakeOpenAI) -> None:
+    d = await daemon_factory(models=["mathy", "coder"], probes={"sample": 32, "weight": 3.0},
+                             evolver={"min_ratings": 5, "min_new_ratings": 1000})
+    assert d.prober is not None and d.evolver is not None and d.recipes is not None
+    d.prober.suites = math_and_code()
+    for _ in range(2):
+        await d.prober.run_once()
+    await until(lambda: d.index.rated_total["*probes*"] == 64)
+    decision = await d.evolver.maybe_step("default", force=True)
+    assert decision is not None and decision.promote, decision
+    recipe = d.recipes.get("default")
+    assert recipe is not None and recipe.version == 2 and recipe.n_ratings == 64
+    math, code = recipe.row("math", ["mathy", "coder"]), recipe.row("code", ["mathy", "coder"])
+    assert math["mathy"] > math["coder"] and code["coder"] > code["mathy"]
+
+
+async def test_the_budget_is_never_exceeded(daemon_factory: DaemonFactory,
+                                            two_specialists: FakeOpenAI) -> None:
+    d = await daemon_factory(models=["mathy", "coder", "broken"],
+                             probes={"sample": 32, "calls_per_hour": 10})
+    assert d.prober is not None
+    d.prober.suites = math_and_code()
+    before = sum(two_specialists.calls.values())
+    first = await d.prober.run_once()
+    second = await d.prober.run_once()
+    assert len(first) == 3 and second == []  # 3 probes x 3 providers = 9 calls <= 10
+    assert d.prober.counts["skipped_budget"] == 2
+    sent = sum(two_specialists.calls.values()) - before
+    assert sent <= 10 + 3  # 9 calls, plus one retry each of the failing provider
+
+
+async def test_requests_without_a_skill_are_routed(daemon_factory: DaemonFactory, nc: Client,
+                                                   two_specialists: FakeOpenAI) -> None:
+    d = await daemon_factory(models=["mathy"])
+    reply = await infer(nc, {"prompt": "A shop sells 4 boxes of 12 eggs each. How many eggs "
+                                       "does it sell in total?"})
+    exp = d.index.get(reply["request_id"])
+    assert exp is not None and exp.skill == "math"
