@@ -94,6 +94,8 @@ class ProviderSpec:
     timeout_s: float = 30.0
     max_retries: int = 2
     max_concurrency: int = 16
+    #: at most this many requests per second (evenly spaced); None = no limit
+    rate_per_s: float | None = None
     price_input: float | None = None
     price_output: float | None = None
     logprobs: bool = False

@@ -257,6 +257,28 @@ def _no_hint(body: bytes) -> ErrorHint:
     return ErrorHint()
 
 
+class RateLimiter:
+    """At most ``rate_per_s`` starts per second for one provider, evenly spaced (no bursts).
+
+    Waiters are served in arrival order; the wait counts against the attempt's
+    timeout, so a limit that cannot be met before the deadline is a timeout.
+    """
+
+    def __init__(self, rate_per_s: float) -> None:
+        self.interval = 1.0 / rate_per_s
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
 class JsonEndpoint:
     """One provider URL that answers a JSON POST: the part every JSON dialect shares.
 
@@ -277,6 +299,7 @@ class JsonEndpoint:
         self._parse = parse
         self._error_hint = error_hint
         self._semaphore = asyncio.Semaphore(spec.max_concurrency)
+        self._limiter = RateLimiter(spec.rate_per_s) if spec.rate_per_s else None
         self._secret = spec.api_key.reveal() if spec.api_key is not None else None
 
     async def complete(self, body: Mapping[str, object], *, deadline: float) -> ChatResult:
@@ -297,10 +320,13 @@ class JsonEndpoint:
         """One HTTP try; the slot wait counts against the attempt's timeout."""
         name = self.spec.name
         try:
-            async with asyncio.timeout(timeout_s), self._semaphore, self._session.post(
-                    self.url, json=body, headers=self._headers) as response:
-                raw = await _read_limited(response)
-                reply = HttpReply(response.status, response.headers, raw or b"")
+            async with asyncio.timeout(timeout_s):
+                if self._limiter is not None:
+                    await self._limiter.acquire()
+                async with self._semaphore, self._session.post(
+                        self.url, json=body, headers=self._headers) as response:
+                    raw = await _read_limited(response)
+                    reply = HttpReply(response.status, response.headers, raw or b"")
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise edge_error(name, exc=exc) from exc
         if raw is None:

@@ -54,6 +54,7 @@ def provider_spec(p: ProviderConfig) -> ProviderSpec:
     return ProviderSpec(
         name=p.name, kind=p.kind, base_url=p.base_url, model=p.model, api_key=key,
         timeout_s=p.timeout_s, max_retries=p.max_retries, max_concurrency=p.max_concurrency,
+        rate_per_s=p.rate_per_s,
         price_input=p.price_input, price_output=p.price_output, logprobs=p.logprobs)
 
 

@@ -168,6 +168,7 @@ class ProviderConfig:
     timeout_s: float = 30.0
     max_retries: int = 2
     max_concurrency: int = 16
+    rate_per_s: float | None = None
     price_input: float | None = None
     price_output: float | None = None
     logprobs: bool = False
@@ -330,6 +331,7 @@ def _provider(s: _Section, index: int) -> ProviderConfig:
         api_key_file=s.opt_str("api_key_file"), api_key_credential=s.opt_str("api_key_credential"),
         timeout_s=s.number("timeout_s", 30.0, 0.01, 3600), max_retries=s.integer("max_retries", 2, 0, 10),
         max_concurrency=s.integer("max_concurrency", 16, 1, 10_000),
+        rate_per_s=s.opt_float("rate_per_s", 0.001),
         price_input=s.opt_float("price_input", 0.0), price_output=s.opt_float("price_output", 0.0),
         logprobs=s.boolean("logprobs", False),
     )

@@ -5,6 +5,7 @@ The contract suite itself lives in :mod:`tests.adapter_contract`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -171,3 +172,25 @@ async def test_retries_exhausted_raise_last_error() -> None:
     attempt, _ = scripted(ProviderTimeout("p", "first"), ProviderUnavailable("p", "second"))
     with pytest.raises(ProviderUnavailable, match="second"):
         await call_with_retries(spec, attempt, deadline=deadline_in(5), rng=random.Random(0))
+
+
+async def test_rate_limit_spaces_requests(openai_fake: FakeOpenAI,
+                                          session: aiohttp.ClientSession) -> None:
+    spec = ProviderSpec(name="p", kind="openai", base_url=openai_fake.base_url, model="m",
+                        rate_per_s=20.0)
+    adapter = OpenAIAdapter(spec, session)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.gather(*(adapter.complete(ASK, deadline=deadline_in(5)) for _ in range(6)))
+    assert loop.time() - t0 >= 5 / 20.0 - 0.01  # six starts, 50 ms apart: at least 250 ms
+    assert openai_fake.calls["m"] == 6
+
+
+async def test_rate_limit_that_misses_the_deadline_is_a_timeout(
+        openai_fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+    spec = ProviderSpec(name="p", kind="openai", base_url=openai_fake.base_url, model="m",
+                        rate_per_s=1.0, max_retries=0)
+    adapter = OpenAIAdapter(spec, session)
+    results = await asyncio.gather(*(adapter.complete(ASK, deadline=deadline_in(0.5))
+                                     for _ in range(3)), return_exceptions=True)
+    assert sum(isinstance(r, ProviderTimeout) for r in results) == 2
