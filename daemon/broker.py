@@ -146,11 +146,14 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
         if "@" in part:  # user:password@ in the URL is a secret too
             register_secret(part.split("://", 1)[-1].split("@", 1)[0])
 
-    errors: list[str] = []  # what went wrong while connecting, for the one-line failure
+    # what went wrong while connecting, for the one-line failure: the server's own
+    # word (a nats-py protocol error, e.g. an authorization violation) beats a reset
+    errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
-        errors.append(f"{type(exc).__name__}: {str(exc)[:200]}".rstrip(": "))
-        del errors[:-1]
+        if isinstance(exc, nats.errors.Error) or not any(
+                isinstance(e, nats.errors.Error) for e in errors):
+            errors[:] = [exc]
         log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
 
     async def on_disconnected() -> None:
@@ -194,7 +197,7 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
         ), timeout=connect_timeout * 3 if reconnect else connect_timeout)
     except TimeoutError:
         await nc.close()
-        why = f" (last error: {errors[-1]})" if errors else ""
+        why = f" (last error: {_describe(errors[-1])})" if errors else ""
         raise BrokerError(f"could not connect to NATS at {redact_url(url)} within "
                           f"{connect_timeout * (3 if reconnect else 1):.0f} s{why}") from None
     except nats.errors.NoServersError:
@@ -202,8 +205,12 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
                           "(is it running, and is the URL right?)") from None
     except Exception as exc:  # noqa: BLE001 - nats-py raises many types here; report them
         raise BrokerError(f"could not connect to NATS at {redact_url(url)}: "
-                          f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                          f"{_describe(exc)}") from None
     return nc
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
 
 
 def redact_url(url: str) -> str:
