@@ -300,6 +300,7 @@ class JsonEndpoint:
         self._error_hint = error_hint
         self._semaphore = asyncio.Semaphore(spec.max_concurrency)
         self._limiter = RateLimiter(spec.rate_per_s) if spec.rate_per_s else None
+        self._rng = random.Random()  # backoff jitter; one per endpoint, not one per call
         self._secret = spec.api_key.reveal() if spec.api_key is not None else None
 
     async def complete(self, body: Mapping[str, object], *, deadline: float) -> ChatResult:
@@ -307,7 +308,8 @@ class JsonEndpoint:
         loop = asyncio.get_running_loop()
         started = loop.time()
         answer, attempts = await call_with_retries(
-            self.spec, lambda timeout_s: self._attempt(body, timeout_s), deadline=deadline)
+            self.spec, lambda timeout_s: self._attempt(body, timeout_s), deadline=deadline,
+            rng=self._rng)
         cost = self.spec.cost(answer.prompt_tokens, answer.completion_tokens)
         return ChatResult(
             text=answer.text,

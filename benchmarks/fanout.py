@@ -493,6 +493,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                                         for k, v in r.cpu.items()},
                                  "latency_ms": pct([x * 1000 for x in r.latencies])}
             entry["ratio"] = round(entry["daemon"]["rps"] / max(1e-9, entry["floor"]["rps"]), 3)
+            # the same ratio from responder CPU per request: steadier on a shared machine
+            cpu_f = entry["floor"]["cpu_us_per_request"].get("responder", 0.0)
+            cpu_d = entry["daemon"]["cpu_us_per_request"].get("responder", 0.0)
+            entry["cpu_ratio"] = round(cpu_f / cpu_d, 3) if cpu_d else None
             closed[scenario] = entry
             print(f"closed {scenario}: floor {entry['floor']['rps']:.0f}/s, daemon "
                   f"{entry['daemon']['rps']:.0f}/s, ratio {entry['ratio']:.2f}", flush=True)
@@ -548,11 +552,12 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\n{env['cpus']} CPUs, python {env['python']}; closed loop: {p['concurrency']} "
           f"requesters x {p['seconds']:g} s ({p['rounds']} interleaved rounds); open loop: "
           f"{p['rate']:g}/s x {p['open_seconds']:g} s; daemon log level {p['daemon_log_level']}")
-    print(f"\n{'fan-out':<8}{'floor rps':>10}{'daemon rps':>11}{'ratio':>7}"
+    print(f"\n{'fan-out':<8}{'floor rps':>10}{'daemon rps':>11}{'ratio':>7}{'cpu ratio':>10}"
           f"{'floor p50':>11}{'daemon p50':>11}{'errors':>8}")
     for scenario, e in r["closed_loop"].items():
         print(f"{scenario:<8}{e['floor']['rps']:>10.0f}{e['daemon']['rps']:>11.0f}"
-              f"{e['ratio']:>7.2f}{e['floor']['latency_ms']['p50']:>9.1f}ms"
+              f"{e['ratio']:>7.2f}{e['cpu_ratio'] or 0:>10.2f}"
+              f"{e['floor']['latency_ms']['p50']:>9.1f}ms"
               f"{e['daemon']['latency_ms']['p50']:>9.1f}ms"
               f"{e['floor']['errors'] + e['daemon']['errors']:>8}")
     print("\nCPU per request in the closed loop, us (share of one core in brackets)")

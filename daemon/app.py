@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -293,6 +294,10 @@ async def run(cfg: Config, config_path: Path | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await daemon.start()
+    # what start-up built lives as long as the process: keep it out of every future
+    # garbage collection (full collections over it took 25-50 ms under load)
+    gc.collect()
+    gc.freeze()
     notifier.ready()
     watchdog = asyncio.create_task(notifier.watchdog_loop(daemon.status_line))
     try:

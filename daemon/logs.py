@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json as json_module
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -41,13 +42,20 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+_SECRET_KEY = re.compile("|".join(_SECRET_KEYS), re.IGNORECASE)
+
+
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: mask secret-named keys and registered secret values."""
-    for key in list(event):
-        if any(s in key.lower() for s in _SECRET_KEYS) and event[key] is not None:
+    """structlog processor: mask secret-named keys and registered secret values.
+
+    Runs on every log line, so it stays cheap: one regex per key, and values
+    are scanned only when a secret has been registered.
+    """
+    for key, value in event.items():
+        if value is not None and _SECRET_KEY.search(key):
             event[key] = MASK
-        else:
-            event[key] = _scrub(event[key])
+        elif _SECRETS and isinstance(value, str | dict | list | tuple):
+            event[key] = _scrub(value)
     return event
 
 

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import structlog
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 
@@ -313,18 +314,17 @@ def _experience(request_id: str, recipe: Recipe, skill: str, strategy: str,
                 served: str, propensity: float) -> Experience:
     names = tuple(o.name for o in outcomes)
     pos = {c.provider: i for i, c in enumerate(candidates)}
-    m = len(names)
-    full = [[1.0 if i == j else 0.0 for j in range(m)] for i in range(m)]
-    for i, a in enumerate(names):
-        for j, b in enumerate(names):
-            if a in pos and b in pos:
-                full[i][j] = round(float(sim[pos[a]][pos[b]]), 3)
+    # the candidates' agreement matrix, placed in the rows/columns of all providers called
+    full = np.eye(len(names), dtype=np.float64)
+    rows = [i for i, n in enumerate(names) if n in pos]
+    cols = [pos[names[i]] for i in rows]
+    full[np.ix_(rows, rows)] = np.asarray(sim, dtype=np.float64)[np.ix_(cols, cols)]
     by_name = {c.provider: c for c in candidates}
     return Experience(
         request_id=request_id, recipe=recipe.name, version=recipe.version, skill=skill,
         strategy=strategy, providers=names, answered=tuple(n in pos for n in names),
         answers=tuple(by_name[n].answer if n in by_name else None for n in names),
-        sim=tuple(v for row in full for v in row), served=names.index(served),
+        sim=tuple(np.round(full, 3).ravel().tolist()), served=names.index(served),
         propensity=propensity,
         cost=tuple(float(o.result.usage.cost or 0.0) if o.result else 0.0 for o in outcomes),
     )

@@ -79,6 +79,8 @@ class Streams:
 
         async def on_experience(msg: Msg) -> None:
             self._seen[self.experience_stream] = msg.metadata.sequence.stream
+            if msg.headers and msg.headers.get("Nats-Msg-Id") in self.index.experiences:
+                return  # our own record (or one we already have): no need to decode it
             try:
                 self.index.add_experience(Experience.from_wire(unpack(msg.data)))
             except (KeyError, TypeError, ValueError) as exc:
