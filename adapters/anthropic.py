@@ -14,8 +14,8 @@ from typing import NotRequired, TypedDict, cast
 
 import aiohttp
 
-from .base import ChatRequest, ChatResult, ProviderSpec
-from .http import Answer, JsonEndpoint, count, json_object
+from .base import ChatRequest, ProviderSpec
+from .http import Answer, JsonAdapter, JsonEndpoint, count, json_object
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicAdapter"]
 
@@ -83,7 +83,7 @@ def _parse(body: bytes) -> Answer | str:
 
 # --- the adapter ----------------------------------------------------------------------
 
-class AnthropicAdapter:
+class AnthropicAdapter(JsonAdapter):
     """A :class:`adapters.base.Provider` for the Anthropic Messages API."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
@@ -95,17 +95,7 @@ class AnthropicAdapter:
         self._endpoint = JsonEndpoint(spec, session, spec.base_url.rstrip("/") + "/messages",
                                       headers, _parse)
 
-    def __repr__(self) -> str:
-        return f"AnthropicAdapter(name={self.name!r}, url={self._endpoint.url!r})"
-
-    async def complete(self, request: ChatRequest, *, deadline: float) -> ChatResult:
-        """Ask the provider, retrying transient failures inside ``deadline``."""
-        return await self._endpoint.complete(self._wire_request(request), deadline=deadline)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the daemon."""
-
-    def _wire_request(self, request: ChatRequest) -> _WireRequest:
+    def wire_request(self, request: ChatRequest) -> _WireRequest:
         system = [m.content for m in request.messages if m.role == "system"]
         body: _WireRequest = {
             "model": self.spec.model,

@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .base import ChatRequest, ChatResult, ProviderSpec
-from .http import Answer, ErrorHint, JsonEndpoint, count, json_object, mean
+from .base import ChatRequest, ProviderSpec
+from .http import Answer, ErrorHint, JsonAdapter, JsonEndpoint, count, json_object, mean
 
 __all__ = ["GeminiAdapter"]
 
@@ -154,7 +154,7 @@ def _duration_s(value: object) -> float | None:
 
 # --- the adapter ----------------------------------------------------------------------
 
-class GeminiAdapter:
+class GeminiAdapter(JsonAdapter):
     """A :class:`adapters.base.Provider` for Google's Gemini API (``generateContent``)."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
@@ -166,17 +166,7 @@ class GeminiAdapter:
         url = f"{spec.base_url.rstrip('/')}/models/{quote(spec.model, safe='')}:generateContent"
         self._endpoint = JsonEndpoint(spec, session, url, headers, _parse, _error_hint)
 
-    def __repr__(self) -> str:
-        return f"GeminiAdapter(name={self.name!r}, url={self._endpoint.url!r})"
-
-    async def complete(self, request: ChatRequest, *, deadline: float) -> ChatResult:
-        """Ask the provider, retrying transient failures inside ``deadline``."""
-        return await self._endpoint.complete(self._wire_request(request), deadline=deadline)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the daemon."""
-
-    def _wire_request(self, request: ChatRequest) -> _WireRequest:
+    def wire_request(self, request: ChatRequest) -> _WireRequest:
         body: _WireRequest = {
             "contents": [{"role": "model" if m.role == "assistant" else "user",
                           "parts": [{"text": m.content}]}

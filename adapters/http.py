@@ -19,13 +19,14 @@ import json
 import math
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 
-from .base import ChatResult, ProviderSpec, Usage
+from .base import ChatRequest, ChatResult, ProviderSpec, Usage
 from .errors import (
     ProviderAuthError,
     ProviderBadResponse,
@@ -341,3 +342,29 @@ class JsonEndpoint:
         if isinstance(answer, str):
             raise edge_error(name, reply=reply, secret=self._secret, problem=answer)
         return answer
+
+
+class JsonAdapter(ABC):
+    """The shell every JSON-over-HTTP dialect shares: a name, one endpoint, ``aclose``.
+
+    A dialect subclasses it, builds its :class:`JsonEndpoint` in ``__init__``
+    (URL, auth headers, parse function) and implements :meth:`wire_request`.
+    """
+
+    name: str
+    spec: ProviderSpec
+    _endpoint: JsonEndpoint
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, url={self._endpoint.url!r})"
+
+    @abstractmethod
+    def wire_request(self, request: ChatRequest) -> Mapping[str, object]:
+        """The dialect's JSON body for one request."""
+
+    async def complete(self, request: ChatRequest, *, deadline: float) -> ChatResult:
+        """Ask the provider, retrying transient failures inside ``deadline``."""
+        return await self._endpoint.complete(self.wire_request(request), deadline=deadline)
+
+    async def aclose(self) -> None:  # noqa: B027 - a deliberate no-op default, not a missing abstract
+        """Nothing to release: the session belongs to the daemon."""

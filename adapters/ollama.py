@@ -15,8 +15,8 @@ from typing import NotRequired, TypedDict, cast
 
 import aiohttp
 
-from .base import ChatRequest, ChatResult, ProviderSpec
-from .http import Answer, JsonEndpoint, count, json_object, mean
+from .base import ChatRequest, ProviderSpec
+from .http import Answer, JsonAdapter, JsonEndpoint, count, json_object, mean
 
 __all__ = ["OllamaAdapter"]
 
@@ -76,7 +76,7 @@ def _parse(body: bytes) -> Answer | str:
 
 # --- the adapter ----------------------------------------------------------------------
 
-class OllamaAdapter:
+class OllamaAdapter(JsonAdapter):
     """A :class:`adapters.base.Provider` for Ollama's native ``/api/chat``."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
@@ -88,17 +88,7 @@ class OllamaAdapter:
         self._endpoint = JsonEndpoint(spec, session, spec.base_url.rstrip("/") + "/api/chat",
                                       headers, _parse)
 
-    def __repr__(self) -> str:
-        return f"OllamaAdapter(name={self.name!r}, url={self._endpoint.url!r})"
-
-    async def complete(self, request: ChatRequest, *, deadline: float) -> ChatResult:
-        """Ask the provider, retrying transient failures inside ``deadline``."""
-        return await self._endpoint.complete(self._wire_request(request), deadline=deadline)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the daemon."""
-
-    def _wire_request(self, request: ChatRequest) -> _WireRequest:
+    def wire_request(self, request: ChatRequest) -> _WireRequest:
         body: _WireRequest = {
             "model": self.spec.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],

@@ -11,8 +11,17 @@ from typing import NotRequired, TypedDict, cast
 
 import aiohttp
 
-from .base import ChatRequest, ChatResult, ProviderSpec
-from .http import MAX_BODY_BYTES, Answer, JsonEndpoint, count, json_object, mean, parse_retry_after
+from .base import ChatRequest, ProviderSpec
+from .http import (
+    MAX_BODY_BYTES,
+    Answer,
+    JsonAdapter,
+    JsonEndpoint,
+    count,
+    json_object,
+    mean,
+    parse_retry_after,
+)
 
 __all__ = ["MAX_BODY_BYTES", "OpenAIAdapter", "parse_retry_after"]
 
@@ -91,7 +100,7 @@ def _mean_logprob(logprobs: _WireLogprobs | None) -> float | None:
 
 # --- the adapter ----------------------------------------------------------------------
 
-class OpenAIAdapter:
+class OpenAIAdapter(JsonAdapter):
     """A :class:`adapters.base.Provider` for OpenAI-compatible chat-completions servers."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
@@ -103,17 +112,7 @@ class OpenAIAdapter:
         self._endpoint = JsonEndpoint(spec, session, spec.base_url.rstrip("/") + "/chat/completions",
                                       headers, _parse)
 
-    def __repr__(self) -> str:
-        return f"OpenAIAdapter(name={self.name!r}, url={self._endpoint.url!r})"
-
-    async def complete(self, request: ChatRequest, *, deadline: float) -> ChatResult:
-        """Ask the provider, retrying transient failures inside ``deadline``."""
-        return await self._endpoint.complete(self._wire_request(request), deadline=deadline)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the session belongs to the daemon."""
-
-    def _wire_request(self, request: ChatRequest) -> _WireRequest:
+    def wire_request(self, request: ChatRequest) -> _WireRequest:
         body: _WireRequest = {
             "model": self.spec.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
