@@ -18,7 +18,8 @@ from typing import Final
 
 from adapters.base import Message
 from daemon.extract import AnswerSpec
-from probes.checkers import Checker, build_checker
+from probes.checker_spec import build_checker
+from probes.checkers import Checker
 
 _SUITE_KEYS: Final = frozenset({"name", "skill", "description", "answer", "templates", "probes"})
 _TEMPLATE_KEYS: Final = frozenset({"name", "system", "suffix"})
