@@ -242,7 +242,9 @@ def _client_opts(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alchemist", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="alchemist", description="llm-alchemist: fuse several LLM providers into one better "
+        "model. Run the daemon, talk to it, manage its recipes, replay benchmarks, probe providers.")
     parser.add_argument("--version", action="version", version=f"alchemist {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 

@@ -33,6 +33,7 @@ from optimizers import (
     GateDecision,
     PygadOptimizer,
     Snapshot,
+    agreement_weights,
     effective_weights,
     gate,
     seed_population,
@@ -227,14 +228,21 @@ class Evolver:
             pop[order[: len(fresh)]] = fresh
         result = PygadOptimizer(params, generations=self.ecfg.generations,
                                 stop_event=self._stop).step(pop, train, st.seeds.spawn(1)[0])
-        eff = effective_weights(result.best[None, :], skill_counts(data), params)[0]
-        # both sides are compared as they would be served: no further shrinkage
-        decision = gate(eff.ravel(), incumbent, test, params, margin=self.ecfg.margin,
-                        z=self.ecfg.z, min_records=self.ecfg.min_ratings,
-                        counts=np.full(len(skills), _NO_SHRINK))
+        # two challengers: the GA's best, and the plain agreement-based weights of all the
+        # training evidence (low variance: it cannot chase noise the way a search can)
+        challengers = effective_weights(
+            np.stack([result.best, agreement_weights(train, params).ravel()]),
+            skill_counts(data), params)
+        decisions = [gate(eff.ravel(), incumbent, test, params, margin=self.ecfg.margin,
+                          z=self.ecfg.z, min_records=self.ecfg.min_ratings,
+                          counts=np.full(len(skills), _NO_SHRINK))  # compared as served
+                     for eff in challengers]
+        pick = max(range(len(decisions)),
+                   key=lambda i: (decisions[i].promote, decisions[i].diff - decisions[i].stderr))
         st.skills, st.population, st.fitness = skills, result.population, result.fitness
         st.generation += self.ecfg.generations
-        return decision, weights_of(eff, skills, self.providers), float(result.best_fitness)
+        return (decisions[pick], weights_of(challengers[pick], skills, self.providers),
+                float(result.best_fitness))
 
     def wake(self) -> None:
         """Check for due steps now (used by tests and after bursts of ratings)."""

@@ -131,7 +131,7 @@ async def test_population_persists_and_resumes(daemon_factory: DaemonFactory, nc
 
     fake.set("a", Behaviour(text="1"))
     fake.set("b", Behaviour(text="2"))
-    first = await daemon_factory(models=["a", "b"], evolver={"min_new_ratings": 1000})
+    first = await daemon_factory(models=["a", "b"], evolver={"min_new_ratings": 1000, "interval_s": 1e6})
     for i in range(12):
         rid = (await infer(nc, {"prompt": f"q{i}", "skill": "math"}))["request_id"]
         await rate(nc, rid, "up" if i % 3 else "down", user=f"u{i}")
@@ -142,7 +142,7 @@ async def test_population_persists_and_resumes(daemon_factory: DaemonFactory, nc
     saved = first.evolver.state["default"]
     assert saved.population is not None and saved.generation > 0
     await first.stop()
-    second = await daemon_factory(models=["a", "b"], evolver={"min_new_ratings": 1000})
+    second = await daemon_factory(models=["a", "b"], evolver={"min_new_ratings": 1000, "interval_s": 1e6})
     assert second.evolver is not None
     resumed = second.evolver.state["default"]
     assert resumed.generation == saved.generation
