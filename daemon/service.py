@@ -200,6 +200,8 @@ class InferenceService:
             raise InferError("unknown_recipe", f"no recipe named {request.recipe!r}; "
                              f"known recipes: {known}")
         skill = request.skill or self._route(request)
+        log.debug("infer_request", recipe=recipe.name, skill=skill,  # prompts only at debug
+                  messages=[{"role": m.role, "content": m.content} for m in request.messages])
         spec = request.answer or recipe.answer
         called, row = self._plan(recipe, skill)
         if not called:

@@ -98,4 +98,6 @@ async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: Embed
     assert SECRET_KEY not in log  # the key never reaches a log line, even at debug level
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(e.get("event") == "reloaded" for e in events)
+    # at debug level (and only there) the prompt itself is logged
+    assert any(e.get("event") == "infer_request" and "6*7?" in json.dumps(e) for e in events)
     assert any(e.get("event") == "stopped" for e in events)
