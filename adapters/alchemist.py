@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import nats
 import nats.errors
 from nats.aio.client import Client
 
@@ -40,19 +39,27 @@ class AlchemistAdapter:
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
 
-    async def _client(self) -> Client:
+    async def _client(self, budget_s: float) -> Client:
+        async def quiet(exc: Exception) -> None:  # nats-py's default prints tracebacks
+            return None
+
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 kwargs: dict[str, Any] = {}
                 if self.spec.api_key is not None:
                     kwargs["token"] = self.spec.api_key.reveal()
+                nc = Client()
                 try:
-                    self._nc = await nats.connect(self._url, name=f"alchemist-provider-{self.name}",
-                                                  connect_timeout=2, max_reconnect_attempts=-1,
-                                                  allow_reconnect=True, **kwargs)
+                    # the first connect retries forever with reconnects on: bound it
+                    await asyncio.wait_for(nc.connect(
+                        self._url, name=f"alchemist-provider-{self.name}", connect_timeout=2,
+                        max_reconnect_attempts=-1, allow_reconnect=True, error_cb=quiet,
+                        **kwargs), timeout=budget_s)
                 except Exception as exc:  # noqa: BLE001 - nats-py raises many types; one code
+                    await nc.close()
                     raise ProviderUnavailable(self.name, f"cannot reach NATS at {self._url}: "
                                               f"{type(exc).__name__}") from None
+                self._nc = nc
             return self._nc
 
     async def complete(self, request: ChatRequest, *, deadline: float) -> ChatResult:
@@ -72,7 +79,7 @@ class AlchemistAdapter:
             body["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
-        nc = await self._client()
+        nc = await self._client(remaining)
         try:
             msg = await nc.request(self.subject, json.dumps(body).encode(), timeout=remaining,
                                    headers={"Content-Type": "application/json",
@@ -81,6 +88,11 @@ class AlchemistAdapter:
             raise ProviderTimeout(self.name, f"no reply within {remaining:.1f} s") from None
         except nats.errors.NoRespondersError:
             raise ProviderUnavailable(self.name, f"no alchemist serves {self.subject}") from None
+        except nats.errors.MaxPayloadError:
+            raise ProviderBadResponse(self.name, "the request is larger than the peer's "
+                                      "NATS max_payload") from None
+        except nats.errors.Error as exc:  # closed, draining, ...: the peer is unreachable
+            raise ProviderUnavailable(self.name, f"NATS said {type(exc).__name__}") from None
         try:
             reply = json.loads(msg.data)
             if "error" in reply:

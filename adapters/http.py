@@ -261,23 +261,29 @@ def _no_hint(body: bytes) -> ErrorHint:
 class RateLimiter:
     """At most ``rate_per_s`` starts per second for one provider, evenly spaced (no bursts).
 
-    Waiters are served in arrival order; the wait counts against the attempt's
-    timeout, so a limit that cannot be met before the deadline is a timeout.
+    Waiters are served in arrival order. A slot that could only start after the
+    caller's budget is refused at once (a timeout) without being reserved, and a
+    caller cancelled while waiting gives its slot back when it was the last one.
     """
 
     def __init__(self, rate_per_s: float) -> None:
         self.interval = 1.0 / rate_per_s
         self._next = 0.0
-        self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            now = loop.time()
-            start = max(now, self._next)
-            self._next = start + self.interval
+    async def acquire(self, budget_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now, self._next)
+        if start - now > budget_s:
+            raise TimeoutError("the provider's rate limit leaves no slot before the deadline")
+        self._next = start + self.interval
         if start > now:
-            await asyncio.sleep(start - now)
+            try:
+                await asyncio.sleep(start - now)
+            except asyncio.CancelledError:
+                if self._next == start + self.interval:  # nobody queued behind us
+                    self._next = start
+                raise
 
 
 class JsonEndpoint:
@@ -325,7 +331,7 @@ class JsonEndpoint:
         try:
             async with asyncio.timeout(timeout_s):
                 if self._limiter is not None:
-                    await self._limiter.acquire()
+                    await self._limiter.acquire(timeout_s)
                 async with self._semaphore, self._session.post(
                         self.url, json=body, headers=self._headers) as response:
                     raw = await _read_limited(response)

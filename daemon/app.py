@@ -69,6 +69,8 @@ class Daemon:
         self.nc: Client | None = None
         self.session: aiohttp.ClientSession | None = None
         self.providers: dict[str, Provider] = {}
+        self._specs: dict[str, ProviderSpec] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self.index = ExperienceIndex(cfg.experience.max_records)
         self.recipes: RecipeStore | None = None
         self.streams: Streams | None = None
@@ -104,6 +106,7 @@ class Daemon:
         self.nc = await connect(cfg.nats, self.url)
         self.session = make_session()
         self.providers = {s.name: build_provider(s, self.session) for s in specs}
+        self._specs = {s.name: s for s in specs}
         prefix = cfg.service.subject_prefix
         self.recipes = RecipeStore(self.nc, prefix)
         await self.recipes.start(cfg.recipes, list(self.providers))
@@ -167,6 +170,7 @@ class Daemon:
                 if key == "ok" or key.startswith("error_"):
                     m.set("alchemist_requests_total", value, code=key.removeprefix("error_"))
             m.set("alchemist_inflight_requests", self.service.inflight)
+            m.clear("alchemist_breaker_open")  # providers removed by a reload disappear
             for name, breaker in self.service.fanout.breakers.items():
                 m.set("alchemist_breaker_open", 1.0 if breaker.state == "open" else 0.0,
                       provider=name)
@@ -177,6 +181,7 @@ class Daemon:
             m.set("alchemist_evolver_generations_total", self.evolver.counts["generations"])
             m.set("alchemist_promotions_total", self.evolver.counts["promotions"])
         if self.recipes is not None:
+            m.clear("alchemist_weight")
             for recipe in self.recipes.current.values():
                 m.set("alchemist_recipe_version", recipe.version, recipe=recipe.name)
                 for skill, row in recipe.weights.items():
@@ -197,8 +202,10 @@ class Daemon:
     async def reload(self, cfg: Config) -> None:
         """Apply a new config's providers, recipes and limits without dropping requests.
 
-        Requests in flight finish with the adapters they started with. NATS,
-        state-dir and evolver settings need a restart (a warning says so).
+        A provider whose settings did not change keeps its adapter (and its
+        concurrency and rate limits); a replaced one is closed only after the
+        longest possible request has finished with it. NATS, state-dir and
+        evolver settings need a restart (a warning says so).
         """
         old = self.cfg
         if (cfg.nats, cfg.state_dir, cfg.evolver) != (old.nats, old.state_dir, old.evolver):
@@ -206,17 +213,34 @@ class Daemon:
                         "take effect at the next start")
         specs = [provider_spec(p) for p in cfg.providers]  # key errors before any change
         assert self.session is not None and self.service is not None and self.recipes
-        providers = {spec.name: build_provider(spec, self.session) for spec in specs}
-        old_providers, self.providers = self.providers, providers
+        providers: dict[str, Provider] = {}
+        for spec in specs:
+            kept = self.providers.get(spec.name)
+            same = kept is not None and self._specs.get(spec.name) == spec
+            providers[spec.name] = kept if same and kept is not None else build_provider(
+                spec, self.session)
+        retired = [p for name, p in self.providers.items() if providers.get(name) is not p]
+        self.providers, self._specs = providers, {s.name: s for s in specs}
         self.service.cfg = cfg
         self.service.providers = providers
         self.service.fanout.replace(providers)
+        if self.evolver is not None:
+            self.evolver.providers = tuple(providers)  # its next step reseeds to the new set
         await self.recipes.ensure(cfg.recipes, list(providers))
         self.cfg = cfg
-        for name, provider in old_providers.items():
-            if providers.get(name) is not provider:
+        if retired:
+            grace = max(old.service.max_deadline_ms, cfg.service.max_deadline_ms) / 1000
+            self._retiring.add(asyncio.create_task(self._retire(retired, grace)))
+        log.info("reloaded", providers=list(providers), recipes=sorted(cfg.recipes),
+                 replaced=len(retired))
+
+    async def _retire(self, providers: list[Provider], grace_s: float) -> None:
+        """Close replaced adapters once no request can still be using them."""
+        try:
+            await asyncio.sleep(grace_s)
+        finally:
+            for provider in providers:
                 await _quietly(provider.aclose)
-        log.info("reloaded", providers=list(providers), recipes=sorted(cfg.recipes))
 
     async def stop(self) -> None:
         """Ordered, idempotent, time-boxed shutdown."""
@@ -240,6 +264,8 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - a dead broker can't be drained; close instead
                 log.warning("nats_drain_failed", error=type(exc).__name__)
                 await _quietly(self.nc.close)
+        for task in self._retiring:  # replaced adapters: close them now
+            await cancel(task)
         for provider in self.providers.values():
             await _quietly(provider.aclose)
         if self.session is not None:
@@ -275,15 +301,18 @@ async def run(cfg: Config, config_path: Path | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reloading: set[asyncio.Task[None]] = set()
+    one_at_a_time = asyncio.Lock()
 
     async def reload() -> None:
-        notifier.reloading()
-        try:
-            new = load_config(config_path)
-            await daemon.reload(new)
-        except Exception as exc:  # noqa: BLE001 - a bad new config keeps the old one serving
-            log.error("reload_failed", error=str(exc)[:500])
-        notifier.ready()
+        async with one_at_a_time:
+            notifier.reloading()
+            try:
+                new = load_config(config_path)
+                await daemon.reload(new)
+            except Exception as exc:  # noqa: BLE001 - a bad new config keeps the old one serving
+                log.error("reload_failed", error=type(exc).__name__,
+                          detail=str(exc)[:500])  # secrets are scrubbed by the log processor
+            notifier.ready()
 
     def on_hup() -> None:
         task = asyncio.create_task(reload())
@@ -292,8 +321,8 @@ async def run(cfg: Config, config_path: Path | None = None) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await daemon.start()
+    loop.add_signal_handler(signal.SIGHUP, on_hup)  # only a started daemon can reload
     # what start-up built lives as long as the process: keep it out of every future
     # garbage collection (full collections over it took 25-50 ms under load)
     gc.collect()
@@ -305,6 +334,10 @@ async def run(cfg: Config, config_path: Path | None = None) -> None:
         log.info("stopping", reason="signal")
     finally:
         notifier.stopping()
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in list(reloading):
+            await cancel(task)
         await cancel(watchdog)
         await daemon.stop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -63,8 +63,14 @@ class Breaker:
         self._trial_out = True
         return True
 
-    def record(self, ok: bool, now: float) -> None:
-        """Feed the outcome of a call (a cancelled, not-needed call is not an outcome)."""
+    def record(self, ok: bool, now: float, started: float | None = None) -> None:
+        """Feed the outcome of a call (a cancelled, not-needed call is not an outcome).
+
+        ``started`` is when the call began: a call that started before the breaker
+        opened says nothing about the provider since, so it cannot close it.
+        """
+        if self.state != CLOSED and started is not None and started < self._opened_at:
+            return
         self._recent.append(ok)
         while len(self._recent) > self.policy.window:
             self._recent.popleft()

@@ -186,7 +186,9 @@ class Evolver:
         self._stop.clear()
         self._running = asyncio.create_task(
             asyncio.to_thread(self._step, st, recipe, records), name=f"evolve-{name}")
-        decision, weights, fitness = await self._running
+        # shielded: cancelling the evolver loop must not orphan the thread's result;
+        # close() waits for the running step before it saves
+        decision, weights, fitness = await asyncio.shield(self._running)
         self._running = None
         self.counts["steps"] += 1
         self.counts["generations"] += self.ecfg.generations

@@ -78,6 +78,7 @@ class FanOut:
         loop = asyncio.get_running_loop()
         started = loop.time()
         providers, breakers = self.providers, self.breakers  # a reload mid-request changes neither
+        started_at = time.monotonic()  # the breakers' clock
 
         async def one(name: str) -> Outcome:
             t0 = loop.time()
@@ -114,10 +115,11 @@ class FanOut:
                 await asyncio.wait(left)
         waited_ms = (loop.time() - started) * 1000
         out = [done.get(name) or Outcome(name, error=cut, latency_ms=waited_ms) for name in names]
-        self._feed(out, breakers)
+        self._feed(out, breakers, started_at)
         return out
 
-    def _feed(self, outcomes: Sequence[Outcome], breakers: Mapping[str, Breaker]) -> None:
+    def _feed(self, outcomes: Sequence[Outcome], breakers: Mapping[str, Breaker],
+              started_at: float) -> None:
         now = time.monotonic()
         for o in outcomes:
             breaker = breakers[o.name]
@@ -125,7 +127,7 @@ class FanOut:
                 self.counts["not_needed"] += 1
                 breaker.abandon()
                 continue
-            breaker.record(o.result is not None, now)
+            breaker.record(o.result is not None, now, started_at)
             if self.metrics is not None:
                 self.metrics.observe("alchemist_provider_latency_seconds", o.latency_ms / 1000,
                                      provider=o.name)

@@ -109,7 +109,8 @@ class Streams:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
         for stream in (self.experience_stream, self.rated_stream):
-            target = (await self.js.stream_info(stream)).state.last_seq
+            state = (await self.js.stream_info(stream)).state
+            target = state.last_seq if state.messages else 0  # all aged out: nothing to replay
             while self._seen.get(stream, 0) < target:
                 if loop.time() > give_up:
                     log.warning("replay_incomplete", stream=stream, seen=self._seen.get(stream, 0),
@@ -126,10 +127,12 @@ class Streams:
                               headers={"Nats-Msg-Id": exp.request_id})
 
     async def rate(self, rec: Rated) -> None:
-        """Journal a rated record; JetStream drops a duplicate key inside its window."""
-        self.index.add_rated(rec)
+        """Journal a rated record (durable first, then indexed: a failed publish leaves
+        no trace, so the redelivered rating is not mistaken for a duplicate);
+        JetStream drops a duplicate key inside its window."""
         await self.js.publish(f"{self.prefix}.rated", pack(rec.to_wire()),
                               headers={"Nats-Msg-Id": rec.key})
+        self.index.add_rated(rec)
 
     async def close(self) -> None:
         for sub in self._subs:

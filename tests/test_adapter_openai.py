@@ -194,3 +194,16 @@ async def test_rate_limit_that_misses_the_deadline_is_a_timeout(
     results = await asyncio.gather(*(adapter.complete(ASK, deadline=deadline_in(0.5))
                                      for _ in range(3)), return_exceptions=True)
     assert sum(isinstance(r, ProviderTimeout) for r in results) == 2
+
+
+async def test_refused_rate_limit_slots_are_not_kept(openai_fake: FakeOpenAI,
+                                                     session: aiohttp.ClientSession) -> None:
+    spec = ProviderSpec(name="p", kind="openai", base_url=openai_fake.base_url, model="m",
+                        rate_per_s=2.0, max_retries=0)
+    adapter = OpenAIAdapter(spec, session)
+    burst = await asyncio.gather(*(adapter.complete(ASK, deadline=deadline_in(0.3))
+                                   for _ in range(20)), return_exceptions=True)
+    assert sum(isinstance(r, ProviderTimeout) for r in burst) == 19
+    await asyncio.sleep(0.5)  # one interval later the limiter has a free slot again
+    result = await adapter.complete(ASK, deadline=deadline_in(0.3))
+    assert result.text
