@@ -15,7 +15,7 @@ from typing import NotRequired, TypedDict, cast
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import Answer, JsonAdapter, JsonEndpoint, count, json_object
+from .http import Answer, JsonAdapter, count, json_object
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicAdapter"]
 
@@ -87,13 +87,10 @@ class AnthropicAdapter(JsonAdapter):
     """A :class:`adapters.base.Provider` for the Anthropic Messages API."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
-        self.name = spec.name
-        self.spec = spec
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if spec.api_key is not None:
             headers["x-api-key"] = spec.api_key.reveal()
-        self._endpoint = JsonEndpoint(spec, session, spec.base_url.rstrip("/") + "/messages",
-                                      headers, _parse)
+        super().__init__(spec, session, spec.base_url.rstrip("/") + "/messages", headers, _parse)
 
     def wire_request(self, request: ChatRequest) -> _WireRequest:
         system = [m.content for m in request.messages if m.role == "system"]

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import Answer, ErrorHint, JsonAdapter, JsonEndpoint, count, json_object, mean
+from .http import Answer, ErrorHint, JsonAdapter, count, json_object, mean
 
 __all__ = ["GeminiAdapter"]
 
@@ -158,13 +158,9 @@ class GeminiAdapter(JsonAdapter):
     """A :class:`adapters.base.Provider` for Google's Gemini API (``generateContent``)."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
-        self.name = spec.name
-        self.spec = spec
-        headers = {}
-        if spec.api_key is not None:
-            headers["x-goog-api-key"] = spec.api_key.reveal()
+        headers = {"x-goog-api-key": spec.api_key.reveal()} if spec.api_key is not None else {}
         url = f"{spec.base_url.rstrip('/')}/models/{quote(spec.model, safe='')}:generateContent"
-        self._endpoint = JsonEndpoint(spec, session, url, headers, _parse, _error_hint)
+        super().__init__(spec, session, url, headers, _parse, _error_hint)
 
     def wire_request(self, request: ChatRequest) -> _WireRequest:
         body: _WireRequest = {

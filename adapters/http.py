@@ -353,13 +353,16 @@ class JsonEndpoint:
 class JsonAdapter(ABC):
     """The shell every JSON-over-HTTP dialect shares: a name, one endpoint, ``aclose``.
 
-    A dialect subclasses it, builds its :class:`JsonEndpoint` in ``__init__``
-    (URL, auth headers, parse function) and implements :meth:`wire_request`.
+    A dialect subclasses it, passes its URL, auth headers and parse function to
+    ``__init__`` and implements :meth:`wire_request`.
     """
 
-    name: str
-    spec: ProviderSpec
-    _endpoint: JsonEndpoint
+    def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession, url: str,
+                 headers: Mapping[str, str], parse: ParseBody,
+                 error_hint: ReadErrorHint = _no_hint) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self._endpoint = JsonEndpoint(spec, session, url, headers, parse, error_hint)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, url={self._endpoint.url!r})"
@@ -374,3 +377,8 @@ class JsonAdapter(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - a deliberate no-op default, not a missing abstract
         """Nothing to release: the session belongs to the daemon."""
+
+
+def bearer(spec: ProviderSpec) -> dict[str, str]:
+    """``Authorization: Bearer <key>`` when the provider has a key (OpenAI style)."""
+    return {"Authorization": f"Bearer {spec.api_key.reveal()}"} if spec.api_key is not None else {}

@@ -16,7 +16,7 @@ from typing import NotRequired, TypedDict, cast
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import Answer, JsonAdapter, JsonEndpoint, count, json_object, mean
+from .http import Answer, JsonAdapter, bearer, count, json_object, mean
 
 __all__ = ["OllamaAdapter"]
 
@@ -80,13 +80,8 @@ class OllamaAdapter(JsonAdapter):
     """A :class:`adapters.base.Provider` for Ollama's native ``/api/chat``."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
-        self.name = spec.name
-        self.spec = spec
-        headers = {}
-        if spec.api_key is not None:
-            headers["Authorization"] = f"Bearer {spec.api_key.reveal()}"
-        self._endpoint = JsonEndpoint(spec, session, spec.base_url.rstrip("/") + "/api/chat",
-                                      headers, _parse)
+        super().__init__(spec, session, spec.base_url.rstrip("/") + "/api/chat", bearer(spec),
+                         _parse)
 
     def wire_request(self, request: ChatRequest) -> _WireRequest:
         body: _WireRequest = {

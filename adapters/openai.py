@@ -16,7 +16,7 @@ from .http import (
     MAX_BODY_BYTES,
     Answer,
     JsonAdapter,
-    JsonEndpoint,
+    bearer,
     count,
     json_object,
     mean,
@@ -104,13 +104,8 @@ class OpenAIAdapter(JsonAdapter):
     """A :class:`adapters.base.Provider` for OpenAI-compatible chat-completions servers."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
-        self.name = spec.name
-        self.spec = spec
-        headers = {}
-        if spec.api_key is not None:
-            headers["Authorization"] = f"Bearer {spec.api_key.reveal()}"
-        self._endpoint = JsonEndpoint(spec, session, spec.base_url.rstrip("/") + "/chat/completions",
-                                      headers, _parse)
+        super().__init__(spec, session, spec.base_url.rstrip("/") + "/chat/completions",
+                         bearer(spec), _parse)
 
     def wire_request(self, request: ChatRequest) -> _WireRequest:
         body: _WireRequest = {
