@@ -1,0 +1,106 @@
+"""Statistics and the printed table of ``benchmarks/fanout.py`` (kept apart from the runner)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Sample:
+    client_ms: float
+    lag_ms: float  # how late the request left against its schedule
+    reply: dict[str, Any] | None
+
+
+def pct(values: Sequence[float], qs: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    a = np.asarray(values, dtype=float)
+    out: dict[str, float] = {"n": int(a.size)}
+    out.update({f"p{q:g}": round(float(np.percentile(a, q)), 3) for q in qs})
+    out["max"] = round(float(a.max()), 3)
+    return out
+
+
+def added_latency(samples: Sequence[Sample]) -> dict[str, Any]:
+    """Client latency minus the slowest provider that answered, per request."""
+    added, client, lag = [], [], []
+    failed = 0
+    for s in samples:
+        if s.reply is None:
+            failed += 1
+            continue
+        answered = [float(p["latency_ms"]) for p in s.reply["providers"] if p.get("ok")]
+        if not answered:
+            failed += 1
+            continue
+        added.append(s.client_ms - max(answered))
+        client.append(s.client_ms)
+        lag.append(s.lag_ms)
+    return {"added_ms": pct(added), "client_ms": pct(client), "send_lag_ms": pct(lag),
+            "failed": failed}
+
+
+def targets(r: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, met or not."""
+    out: dict[str, Any] = {}
+    for scenario, entry in r["closed_loop"].items():
+        out[f"throughput_ratio_{scenario}>=0.5"] = entry["ratio"] >= 0.5
+    for scenario, entry in r["added_latency"].items():
+        a = entry["daemon"]["added_ms"]
+        out[f"added_p50_{scenario}<=2ms"] = a.get("p50", float("inf")) <= 2.0
+        out[f"added_p99_{scenario}<=10ms"] = a.get("p99", float("inf")) <= 10.0
+    return out
+
+
+def print_table(r: dict[str, Any]) -> None:
+    env = r["env"]
+    p = r["params"]
+    print(f"\n{env['cpus']} CPUs, python {env['python']}; closed loop: {p['concurrency']} "
+          f"requesters x {p['seconds']:g} s ({p['rounds']} interleaved rounds); open loop: "
+          f"{p['rate']:g}/s x {p['open_seconds']:g} s; daemon log level {p['daemon_log_level']}")
+    print(f"\n{'fan-out':<8}{'floor rps':>10}{'daemon rps':>11}{'ratio':>7}{'cpu ratio':>10}"
+          f"{'floor p50':>11}{'daemon p50':>11}{'errors':>8}")
+    for scenario, e in r["closed_loop"].items():
+        print(f"{scenario:<8}{e['floor']['rps']:>10.0f}{e['daemon']['rps']:>11.0f}"
+              f"{e['ratio']:>7.2f}{e['cpu_ratio'] or 0:>10.2f}"
+              f"{e['floor']['latency_ms']['p50']:>9.1f}ms"
+              f"{e['daemon']['latency_ms']['p50']:>9.1f}ms"
+              f"{e['floor']['errors'] + e['daemon']['errors']:>8}")
+    print("\nCPU per request in the closed loop, us (share of one core in brackets)")
+    names = ("responder", "providers", "nats-server", "loadgen")
+    print(f"{'fan-out':<8}{'system':<8}" + "".join(f"{n:>18}" for n in names))
+    for scenario, e in r["closed_loop"].items():
+        for system in ("floor", "daemon"):
+            per, share = e[system]["cpu_us_per_request"], e[system]["cpu_share"]
+            cells = "".join(f"{per.get(n, 0):>10.0f} ({share.get(n, 0):.2f})" for n in names)
+            print(f"{scenario:<8}{system:<8}{cells}")
+    print(f"\nadded over slowest provider @ {p['rate']:g}/s   (ms)")
+    print(f"{'fan-out':<8}{'system':<8}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}"
+          f"{'client p50':>12}{'failed':>8}")
+    for scenario, by_system in r["added_latency"].items():
+        for system, e in by_system.items():
+            a = e["added_ms"]
+            print(f"{scenario:<8}{system:<8}{a.get('p50', 0):>8.2f}{a.get('p90', 0):>8.2f}"
+                  f"{a.get('p99', 0):>8.2f}{a.get('max', 0):>8.1f}"
+                  f"{e['client_ms'].get('p50', 0):>12.2f}{e['failed']:>8}")
+    t = r["tail"]
+    print(f"\nheavy tail (tail: median 20 ms lognormal, p99 ratio 10; steady: 20 ms fixed) "
+          f"@ {p['rate']:g}/s   (ms)")
+    print(f"{'':<34}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}")
+    rows = [("daemon fused reply (client)", t["daemon_reply_ms"]),
+            ("floor reply, waits for all (client)", t["floor_reply_ms"]),
+            ("tail provider, own (via floor)", t["tail_own_ms"]),
+            ("steady providers, own (via floor)", t["steady_own_ms"])]
+    for label, s in rows:
+        print(f"{label:<34}{s.get('p50', 0):>8.1f}{s.get('p90', 0):>8.1f}{s.get('p99', 0):>8.1f}"
+              f"{s.get('max', 0):>8.1f}")
+    print(f"tail model p99 {t['tail_model_p99_ms']} ms; tail not_needed in "
+          f"{100 * (t['tail_not_needed_share'] or 0):.1f}% of daemon replies; "
+          f"daemon failures {t['daemon_failed']}")
+    print("\ntargets: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}"
+                                    for k, v in r["targets"].items()))
