@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from .base import ChatRequest, ChatResult, ProviderSpec, Usage
 from .errors import ProviderBadResponse, ProviderTimeout, ProviderUnavailable
 
-HOPS_HEADER = "Alchemist-Hops"  # the same names as in daemon.wire, which checks them
+HOPS_HEADER = "Alchemist-Hops"  # daemon.wire refuses requests past MAX_HOPS
 MAX_HOPS = 4
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import structlog
 
 from daemon.config import Config
-from daemon.experience import ExperienceIndex, Rated
+from daemon.experience import PROBES_KEY, ExperienceIndex, Rated
 from daemon.recipe_store import RecipeStore
 from daemon.recipes import FALLBACK, Recipe
 from daemon.tasks import cancel
@@ -42,7 +42,6 @@ from optimizers import (
 )
 
 log = structlog.get_logger("alchemist.evolver")
-PROBES_KEY = "*probes*"  # the experience recipe name of probe records (see daemon.prober)
 _RESEED = 4  # individuals replaced by fresh seeds at each step
 _NO_SHRINK = 1e12  # skill evidence that makes shrinkage a no-op
 #: what a step returns: the gate's decision, the candidate's weights, its fitness

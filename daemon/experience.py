@@ -21,6 +21,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
+#: the ``recipe`` of probe records, which serve every recipe (and their rated_total key)
+PROBES_KEY = "*probes*"
+
 
 @dataclass(frozen=True, slots=True)
 class Experience:

@@ -29,7 +29,7 @@ import structlog
 
 from adapters import ChatRequest
 from daemon.config import ProbesConfig
-from daemon.experience import Experience, Rated
+from daemon.experience import PROBES_KEY, Experience, Rated
 from daemon.fanout import FanOut, Outcome
 from daemon.fusion import Candidate, similarity_matrix
 from daemon.tasks import cancel
@@ -37,7 +37,6 @@ from probes.suites import Probe, Suite, render
 
 log = structlog.get_logger("alchemist.prober")
 PROBE_USER = "probe"
-PROBES_KEY = "*probes*"  # rated_total counter of probe records (they serve every recipe)
 
 
 @dataclass(frozen=True, slots=True)

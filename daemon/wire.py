@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 
 from adapters import Message
+from adapters.alchemist import HOPS_HEADER, MAX_HOPS
 from daemon.extract import AnswerSpec
 
 #: error code -> the status-like code set in the NATS micro error header
@@ -199,8 +200,6 @@ def parse_request(raw: object, max_deadline_ms: int) -> InferRequest:
     )
 
 
-HOPS_HEADER = "Alchemist-Hops"
-MAX_HOPS = 4
 
 
 def parse_hops(headers: Mapping[str, str] | None) -> int:
