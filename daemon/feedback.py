@@ -38,6 +38,9 @@ from daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.feedback")
 UNKNOWN_RETRIES = 3
+#: a delivery not acked this long is redelivered; handling one rating takes milliseconds,
+#: and a delivery orphaned by a broker restart is retried this soon
+ACK_WAIT_S = 10.0
 IDLE_CHECK = 10  # empty one-second fetches in a row before checking the consumer
 _RATINGS = {1: 1, -1: -1, "up": 1, "down": -1, "+1": 1, "-1": -1}
 
@@ -136,7 +139,7 @@ class FeedbackConsumer:
         self._sub = await js.pull_subscribe(
             self.streams.feedback_subject, durable=f"{self.streams.prefix}-feedback".replace(".", "-"),
             stream=self.streams.feedback_stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=20,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S, max_deliver=20,
                                   max_ack_pending=1000))
 
     async def _resubscribe(self) -> None:
@@ -175,6 +178,8 @@ class FeedbackConsumer:
                     raise
                 except Exception as exc:  # noqa: BLE001 - not acked: JetStream redelivers it
                     log.warning("feedback_not_processed", error=type(exc).__name__)
+                    with contextlib.suppress(Exception):  # soon, rather than after ack_wait
+                        await msg.nak(delay=1.0)
 
     async def _stuck(self) -> bool:
         """True when the consumer has messages waiting that our fetches do not get
