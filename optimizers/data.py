@@ -22,14 +22,27 @@ weights without calling any provider again:
                         NaN where unknown (every user-rated record)
 * ``weight[n]``         how much the record counts (probe weight, per-user caps)
 * ``cost[m]``           relative cost of calling provider ``m`` (mean 1 over providers)
+
+Optional, for the template genes (:mod:`optimizers.templates`):
+
+* ``templates``         the genes' layout (which skill and provider each chooses for)
+* ``option[n, m]``      the template option provider ``m`` was asked with on probe
+                        record ``n`` (-1: not a probe answer, or no template gene)
+* ``trial[n, m]``       whether that answer passed (1.0 / 0.0, NaN: no answer). Unlike
+                        ``truth``, it is kept for answers asked with another template
+                        than the incumbent's, which the weight replay leaves out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from optimizers.templates import TemplateGenes
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -52,6 +65,9 @@ class Snapshot:
     truth: Float32Array
     weight: Float32Array
     cost: FloatArray
+    templates: TemplateGenes | None = None
+    option: IntArray | None = None
+    trial: Float32Array | None = None
 
     def __post_init__(self) -> None:
         n, m, s = len(self.skill), len(self.providers), len(self.skills)
@@ -61,6 +77,10 @@ class Snapshot:
             "answered": (n, m), "sim": (n, m, m), "served": (n,), "reward": (n,),
             "propensity": (n,), "truth": (n, m), "weight": (n,), "cost": (m,),
         }
+        if self.templates is not None:
+            expected.update(option=(n, m), trial=(n, m))
+            if self.option is None or self.trial is None:
+                raise ValueError("a snapshot with template genes needs 'option' and 'trial'")
         for name, shape in expected.items():
             got = getattr(self, name).shape
             if got != shape:
@@ -79,7 +99,20 @@ class Snapshot:
             answered=self.answered[index], sim=self.sim[index], served=self.served[index],
             reward=self.reward[index], propensity=self.propensity[index],
             truth=self.truth[index], weight=self.weight[index], cost=self.cost,
+            templates=self.templates,
+            option=None if self.option is None else self.option[index],
+            trial=None if self.trial is None else self.trial[index],
         )
+
+    @property
+    def n_weights(self) -> int:
+        """Weight genes in a genome (S * M); template genes follow them."""
+        return len(self.skills) * len(self.providers)
+
+    @property
+    def n_genes(self) -> int:
+        """Genes in a genome: the weights, then one per template gene."""
+        return self.n_weights + (self.templates.n if self.templates is not None else 0)
 
     @staticmethod
     def empty(skills: tuple[str, ...], providers: tuple[str, ...]) -> Snapshot:

@@ -13,6 +13,11 @@ elitism):
 * :class:`NumpyOptimizer`: the same loop in plain numpy, far less overhead
   per generation; kept for comparison in ``benchmarks/evolver.py``.
 
+Template genes (:mod:`optimizers.templates`), when the snapshot has them,
+follow the weights: whole numbers, categorical (PyGAD's ``gene_space`` lists
+and ``gene_categorical``), copied whole by crossover, and mutated by jumping
+to another option at random at the same rate.
+
 Whatever the GA reports, the final population is re-scored here with
 :meth:`Replay.fitness` against the step's snapshot, and ``best`` comes from
 that score, so a stale or mis-cached fitness can never be published.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -61,6 +67,10 @@ class Optimizer(Protocol):
         ...
 
 
+Uniform = Callable[[tuple[int, ...]], FloatArray]  # draws in [0, 1) of a shape
+Normal = Callable[[tuple[int, ...]], FloatArray]  # standard normal draws of a shape
+
+
 @dataclass(frozen=True, slots=True)
 class _Settings:
     """Operator settings shared by both implementations, validated once."""
@@ -90,11 +100,12 @@ class _Settings:
     def check(self, population: FloatArray, data: Snapshot) -> tuple[FloatArray, int]:
         """Validate a population against the snapshot; return it as float64 and the parent count."""
         pop = np.asarray(population, dtype=np.float64)
-        genes = len(data.skills) * len(data.providers)
+        genes = data.n_genes
         if pop.ndim != 2 or pop.shape[1] != genes:
             raise ValueError(
                 f"population has shape {pop.shape}; expected (P, {genes}) for "
-                f"{len(data.skills)} skills x {len(data.providers)} providers."
+                f"{len(data.skills)} skills x {len(data.providers)} providers"
+                f" + {genes - data.n_weights} template genes."
             )
         size = pop.shape[0]
         if size < 4:
@@ -104,7 +115,23 @@ class _Settings:
                 f"elitism ({self.elitism}) must be smaller than the population ({size})."
             )
         parents = max(2, size // 2) if self.parents is None else min(self.parents, size)
-        return np.clip(pop, 0.0, 1.0), parents
+        out = np.clip(pop, 0.0, 1.0)
+        if data.templates is not None:
+            out[:, data.n_weights :] = data.templates.clip(pop[:, data.n_weights :])
+        return out, parents
+
+    def mutate(self, offspring: FloatArray, data: Snapshot, uniform: Uniform,
+               normal: Normal) -> FloatArray:
+        """Gaussian steps on weight genes, jumps to another option on template genes."""
+        w = data.n_weights
+        hit = uniform(offspring.shape) < self.mutation_rate
+        out = offspring.copy()
+        out[:, :w] = np.clip(offspring[:, :w] + hit[:, :w] * normal(out[:, :w].shape) * self.mutation_sigma,
+                             0.0, 1.0)
+        if data.templates is not None and data.templates.n:
+            genes = data.templates.clip(offspring[:, w:])
+            out[:, w:] = data.templates.mutate(genes, uniform(genes.shape), hit[:, w:])
+        return out
 
 
 def _finish(replay: Replay, population: FloatArray, generations: int) -> StepResult:
@@ -113,6 +140,21 @@ def _finish(replay: Replay, population: FloatArray, generations: int) -> StepRes
     fit = replay.fitness(pop)
     i = int(np.argmax(fit))
     return StepResult(pop, fit, pop[i].copy(), float(fit[i]), generations)
+
+
+def _gene_space(data: Snapshot) -> Any:
+    """PyGAD's gene space: [0, 1] for weights; the option lists of template genes."""
+    unit = {"low": 0.0, "high": 1.0}
+    if data.templates is None or not data.templates.n:
+        return unit
+    return [unit] * data.n_weights + data.templates.gene_space()
+
+
+def _categorical(data: Snapshot) -> list[bool] | None:
+    """Template genes are unordered categories; weights are not."""
+    if data.templates is None or not data.templates.n:
+        return None
+    return [False] * data.n_weights + [True] * data.templates.n
 
 
 def _quiet_logger() -> logging.Logger:
@@ -175,17 +217,14 @@ class PygadOptimizer(_GeneticBase):
         if self._stop is not None and self._stop.is_set():
             return _finish(replay, pop, 0)
         deadline = None if cfg.time_budget_s is None else time.monotonic() + cfg.time_budget_s
-        sigma, rate = cfg.mutation_sigma, cfg.mutation_rate
 
         def fitness_func(ga: Any, rows: FloatArray, indices: Any) -> FloatArray:
             return replay.fitness(np.asarray(rows, dtype=np.float64))
 
         def mutate(offspring: FloatArray, ga: Any) -> FloatArray:
             rs = ga.numpy_random_generator  # seeded from random_seed: reproducible per step
-            hit = rs.random_sample(offspring.shape) < rate
-            jump = rs.standard_normal(offspring.shape) * sigma
-            out: FloatArray = np.clip(offspring + hit * jump, 0.0, 1.0)
-            return out
+            return cfg.mutate(np.asarray(offspring, np.float64), data, rs.random_sample,
+                              rs.standard_normal)
 
         def on_generation(ga: Any) -> str | None:
             return "stop" if self._stopped(deadline) else None
@@ -197,7 +236,8 @@ class PygadOptimizer(_GeneticBase):
             fitness_batch_size=pop.shape[0],
             initial_population=pop,
             gene_type=float,
-            gene_space={"low": 0.0, "high": 1.0},
+            gene_space=_gene_space(data),
+            gene_categorical=_categorical(data),
             parent_selection_type="tournament",
             K_tournament=3,
             crossover_type="uniform",
@@ -243,8 +283,7 @@ class NumpyOptimizer(_GeneticBase):
             mates = rng.integers(0, n_parents, (n_kids, 2))
             take_second = rng.random((n_kids, genes)) < 0.5
             kids = np.where(take_second, pool[mates[:, 1]], pool[mates[:, 0]])
-            hit = rng.random(kids.shape) < cfg.mutation_rate
-            kids = np.clip(kids + hit * rng.normal(0.0, cfg.mutation_sigma, kids.shape), 0.0, 1.0)
+            kids = cfg.mutate(kids, data, rng.random, rng.standard_normal)
             elite = np.argsort(-fit, kind="stable")[: cfg.elitism]
             pop = np.concatenate([pop[elite], kids])
             fit = np.concatenate([fit[elite], replay.fitness(kids)])

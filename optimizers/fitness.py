@@ -36,6 +36,10 @@ Fitness of an individual is the record-weighted mean of ``value[n, pick]``
 minus a cost term, ``cost_weight * mean_n(sum_m called[s_n, m] * cost[m]) / M``,
 with the same record weights (with no records, skills count equally).
 
+Template genes, when the snapshot has them, follow the weights in the genome
+and add the measured accuracy gain of their templates
+(:mod:`optimizers.templates`); the weights are decoded as above.
+
 Speed
 -----
 Picks for the whole population come from one small matrix product per skill
@@ -57,6 +61,7 @@ import numpy as np
 
 from optimizers.data import Float32Array, FloatArray, IntArray, Snapshot
 from optimizers.estimator import record_values
+from optimizers.templates import TemplateStats
 
 __all__ = [
     "FitnessParams",
@@ -183,16 +188,20 @@ class Replay:
         padded[:, :m] = np.nan_to_num(vals[srt].astype(np.float64), nan=0.0)
         self._values = padded.ravel()
         w = np.clip(np.nan_to_num(data.weight[srt].astype(np.float64)), 0.0, None)
-        self._weights = w
         self._total = float(w.sum())
         per_skill = np.bincount(data.skill[srt], weights=w, minlength=len(data.skills))
         s = len(data.skills)
         self._skill_share = per_skill / self._total if self._total > 0 else np.full(s, 1.0 / s)
         self._index_bits = max(1, (m - 1).bit_length())
+        self._weights = w
+        self.templates = TemplateStats.of(data)
 
     def effective(self, population: FloatArray) -> FloatArray:
-        """Effective (shrunk) weights of a population under this replay's counts."""
-        return effective_weights(population, self.counts, self.params)
+        """Effective (shrunk) weights of a population (its weight genes) under this replay's counts."""
+        pop = np.asarray(population, dtype=np.float64)
+        if pop.ndim == 2:
+            pop = pop[:, : self.data.n_weights]
+        return effective_weights(pop, self.counts, self.params)
 
     def _scan(self, eff: FloatArray, min_weight: float) -> Iterator[tuple[int, int, IntArray]]:
         """Yield (lo, hi, pick) per chunk of skill-sorted records; pick M = nobody available."""
@@ -239,6 +248,11 @@ class Replay:
         charge: FloatArray = self.params.cost_weight * (called @ self.data.cost) / m
         return charge
 
+    @property
+    def skill_share(self) -> FloatArray:
+        """Each skill's share of the record weight (S,); equal shares with no records."""
+        return self._skill_share
+
     def record_scores(self, population: FloatArray) -> FloatArray:
         """Per-record score (P, N) in record order: value at the pick minus the cost charge."""
         eff = self.effective(population)
@@ -262,6 +276,10 @@ class Replay:
                 gain += self._values[flat] @ self._weights[c0:c1]
             gain /= self._total
         cost = self._cost_per_skill(eff) @ self._skill_share
+        pop = np.asarray(population, np.float64)
+        if self.templates is not None and pop.ndim == 2 and pop.shape[1] == self.data.n_genes:
+            genes = pop[:, self.data.n_weights :]
+            gain += self.templates.gain(genes, self._skill_share, len(self.data.providers))
         result: FloatArray = np.nan_to_num(gain - cost, nan=0.0, posinf=0.0, neginf=0.0)
         return result
 

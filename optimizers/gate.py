@@ -11,6 +11,14 @@ their scores (``value[n, pick]`` minus the per-record cost charge, see
     n_eff   = (sum_n w_n)^2 / sum_n w_n^2          (Kish effective sample size)
     promote iff  n >= min_records  and  diff - z * stderr > margin
 
+With template genes (:mod:`optimizers.templates`), the template part of the
+difference is measured on the held-out probe answers and adds to both::
+
+    diff   += sum_k c_k (acc[k, cand_k] - acc[k, inc_k])
+    stderr  = sqrt(stderr^2 + sum_k c_k^2 (var[k, cand_k] + var[k, inc_k]))
+
+over the genes that differ (``c_k``: the skill's share over ``M``).
+
 Pairing removes the noise the two recipes share (most records get the same
 pick from both), so small real gains are detectable; the margin and the
 one-sided ``z`` (2.33 ~ 1 % false promotions per test) keep the daemon from
@@ -31,6 +39,7 @@ import numpy as np
 
 from optimizers.data import BoolArray, FloatArray, Snapshot
 from optimizers.fitness import FitnessParams, Replay
+from optimizers.templates import template_delta
 
 __all__ = ["GateDecision", "gate", "split_holdout"]
 
@@ -66,14 +75,14 @@ def gate(
     min_records: int = 30,
     counts: FloatArray | None = None,
 ) -> GateDecision:
-    """Decide whether ``candidate`` may replace ``incumbent`` (both genomes of S*M genes).
+    """Decide whether ``candidate`` may replace ``incumbent`` (whole genomes of ``holdout``).
 
     ``counts`` is the shrinkage evidence per skill used to decode both genomes;
     pass the daemon's live counts (default: those of ``holdout`` itself).
     """
     if margin < 0 or z < 0 or min_records < 1:
         raise ValueError("gate needs margin >= 0, z >= 0 and min_records >= 1.")
-    genes = len(holdout.skills) * len(holdout.providers)
+    genes = holdout.n_genes
     pair = np.stack([np.asarray(candidate, np.float64).reshape(-1),
                      np.asarray(incumbent, np.float64).reshape(-1)])
     if pair.shape[1] != genes:
@@ -82,8 +91,14 @@ def gate(
     keep = w > 0
     n = int(keep.sum())
     cand = inc = diff = stderr = lower = 0.0
+    replay = Replay(holdout, params, counts=counts)
+    t_diff = t_var = 0.0
+    if replay.templates is not None:
+        t_diff, t_var = template_delta(replay.templates, pair[0, holdout.n_weights :],
+                                       pair[1, holdout.n_weights :], replay.skill_share,
+                                       len(holdout.providers))
     if n:
-        scores = Replay(holdout, params, counts=counts).record_scores(pair)[:, keep]
+        scores = replay.record_scores(pair)[:, keep]
         w = w[keep]
         total = float(w.sum())
         cand = float(scores[0] @ w / total)
@@ -92,7 +107,9 @@ def gate(
         diff = float(d @ w / total)
         n_eff = total * total / float(w @ w)
         var = float(((d - diff) ** 2) @ w / total)
-        stderr = math.sqrt(var / max(n_eff - 1.0, 1.0))
+        stderr = math.sqrt(var / max(n_eff - 1.0, 1.0) + t_var)
+        cand += t_diff
+        diff += t_diff
         lower = diff - z * stderr
     if n < min_records:
         return GateDecision(

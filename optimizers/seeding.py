@@ -6,7 +6,9 @@ truth on probe records), Laplace-smoothed, shrunk toward the pooled ``"*"``
 row, and mapped into [0, 1] by log-odds (the optimal weights of a weighted
 majority vote among independent voters), so a provider no better than a coin
 flip gets weight 0. :func:`seed_population` mixes the incumbent recipe, these
-agreement weights, noisy variants of both and a few uniform genomes.
+agreement weights, noisy variants of both and a few uniform genomes; their
+template genes (when the snapshot has any) are the incumbent's, each gene's
+best-measured template, variants of those, and random options.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import numpy as np
 
 from optimizers.data import FloatArray, Snapshot
 from optimizers.fitness import FitnessParams
+from optimizers.templates import TemplateStats
 
 __all__ = ["agreement_weights", "seed_population"]
 
 _UNIFORM_SHARE = 0.1  # share of seeded rows drawn uniformly, to keep diversity
 _SIGMAS = (0.05, 0.1, 0.2)  # noise levels of the variants, cycled
+_TEMPLATE_JUMP = 0.2  # share of a variant's template genes moved to another option
 
 
 def agreement_weights(data: Snapshot, params: FitnessParams) -> FloatArray:
@@ -68,30 +72,48 @@ def seed_population(
     rng: np.random.Generator,
     params: FitnessParams,
 ) -> FloatArray:
-    """A (size, S*M) population: incumbent, agreement weights, noisy variants, a few uniform.
+    """A (size, genes) population: incumbent, agreement weights, noisy variants, a few uniform.
 
-    Row 0 is the incumbent and row 1 the agreement weights (when ``size``
-    allows); variants alternate between the two with Gaussian noise of
-    increasing scale; about a tenth of the rows are uniform in [0, 1].
+    Row 0 is the incumbent and row 1 the agreement weights with each template
+    gene's best-measured option (when ``size`` allows); variants alternate
+    between the two with Gaussian noise of increasing scale on the weights and
+    a few template genes moved; about a tenth of the rows are uniform.
     """
-    genes = len(data.skills) * len(data.providers)
-    base = np.clip(np.asarray(incumbent, dtype=np.float64).reshape(-1), 0.0, 1.0)
-    if base.shape != (genes,):
-        raise ValueError(f"incumbent has {base.size} genes; expected {genes}.")
+    w, genes = data.n_weights, data.n_genes
+    full = np.asarray(incumbent, dtype=np.float64).reshape(-1)
+    if full.shape != (genes,):
+        raise ValueError(f"incumbent has {full.size} genes; expected {genes}.")
     if size < 1:
         raise ValueError(f"population size must be at least 1, got {size}.")
+    base = np.clip(full[:w], 0.0, 1.0)
+    stats = TemplateStats.of(data)
     agreement = agreement_weights(data, params).reshape(-1)
-    pop = np.empty((size, genes))
+    pop = np.empty((size, w))
     pop[0] = base
     if size > 1:
         pop[1] = agreement
     rest = size - 2
+    n_variant = n_uniform = 0
     if rest > 0:
         n_uniform = min(rest, max(1, round(_UNIFORM_SHARE * size)))
         n_variant = rest - n_uniform
         parents = np.where((np.arange(n_variant) % 2 == 0)[:, None], base, agreement)
         sigmas = np.asarray(_SIGMAS)[np.arange(n_variant) // 2 % len(_SIGMAS)][:, None]
-        pop[2 : 2 + n_variant] = parents + rng.normal(0.0, 1.0, (n_variant, genes)) * sigmas
-        pop[2 + n_variant :] = rng.random((n_uniform, genes))
+        pop[2 : 2 + n_variant] = parents + rng.normal(0.0, 1.0, (n_variant, w)) * sigmas
+        pop[2 + n_variant :] = rng.random((n_uniform, w))
     out: FloatArray = np.clip(pop, 0.0, 1.0)
-    return out
+    if stats is None:
+        return out
+    space = stats.genes
+    mine = space.clip(full[None, w:])[0]
+    seeds = np.empty((size, space.n))
+    seeds[0] = mine
+    if size > 1:
+        seeds[1] = stats.best()
+    if n_variant:
+        parents = np.where((np.arange(n_variant) % 2 == 0)[:, None], mine, seeds[1])
+        hit = rng.random((n_variant, space.n)) < _TEMPLATE_JUMP
+        seeds[2 : 2 + n_variant] = space.mutate(parents, rng.random(hit.shape), hit)
+    if n_uniform:
+        seeds[2 + n_variant :] = np.floor(rng.random((n_uniform, space.n)) * space.options)
+    return np.concatenate([out, seeds], axis=1)

@@ -1,0 +1,210 @@
+"""Template genes: per skill and provider, which prompt template to send.
+
+A genome is the ``S * M`` weights followed by ``K`` template genes, one per
+(skill with templates, provider). A template gene holds a whole number
+``0.0, 1.0, ...``: option 0 is "no template" (the request as its client wrote
+it), options ``1..n-1`` are that skill's templates in the catalog's order (the
+daemon keeps the names; nothing here knows them).
+
+Evidence
+--------
+A template changes what a provider answers, so recorded answers can't be
+replayed under another one. Templates are measured by probes: a probe
+record says which option each provider was asked with (``Snapshot.option``)
+and whether the answer passed (``Snapshot.trial``). Every such answer is one
+trial of ``(gene, option)``, and a gene's pass rate under an option is
+smoothed toward its pooled rate::
+
+    p0[k]     = (sum_t passed[k, t] + 1) / (sum_t asked[k, t] + 2)
+    acc[k, t] = (passed[k, t] + PRIOR * p0[k]) / (asked[k, t] + PRIOR)
+
+so an option tried a few times stays close to the gene's average. The
+estimate is per option, so it doesn't matter how often each one was asked.
+
+Fitness term
+------------
+The weight replay (:mod:`optimizers.fitness`) counts only probe answers asked
+with the incumbent's templates (``current``): the weights learn how each
+provider answers with what it is sent today. A genome choosing other
+templates gains their measured accuracy difference, counted as if each
+provider answered ``1 / M`` of its skill, weighted by the skill's share of
+the evidence::
+
+    gain[p] = sum_k share[s_k] / M * (acc[k, g[p, k]] - acc[k, current[k]])
+
+The promotion gate tests the same difference on held-out probes, with its
+binomial standard error (:func:`template_delta`), and a candidate's template
+gene changes only where its own gain clears the gate's ``z``
+(:meth:`TemplateStats.settle`). Once a new template is adopted, the probes
+asked with it teach the weights how that provider answers with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from optimizers.data import BoolArray, FloatArray, IntArray, Snapshot
+
+__all__ = ["PRIOR", "TemplateGenes", "TemplateStats", "template_delta"]
+
+PRIOR = 2.0  # pseudo-trials at the gene's pooled pass rate
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateGenes:
+    """The layout of the template genes: gene ``k`` is provider ``provider[k]`` on skill ``skill[k]``.
+
+    ``options[k]`` counts the choices (>= 2: none, then the templates);
+    ``current[k]`` is the incumbent's choice, the one probe answers count for
+    in the weight replay.
+    """
+
+    skill: IntArray
+    provider: IntArray
+    options: IntArray
+    current: IntArray
+
+    def __post_init__(self) -> None:
+        k = len(self.skill)
+        for name in ("provider", "options", "current"):
+            if getattr(self, name).shape != (k,):
+                raise ValueError(f"template field {name!r} must have shape ({k},)")
+        if k and (self.options.min() < 2 or self.current.min() < 0
+                  or (self.current >= self.options).any()):
+            raise ValueError("template genes need >= 2 options and a current option in range")
+
+    @property
+    def n(self) -> int:
+        """How many template genes (K)."""
+        return len(self.skill)
+
+    @staticmethod
+    def build(options: dict[int, int], n_providers: int,
+              current: dict[tuple[int, int], int] | None = None) -> TemplateGenes:
+        """Genes for every provider of each skill in ``options`` (skill index -> option count)."""
+        cur = current or {}
+        rows = [(s, m, n, cur.get((s, m), 0)) for s, n in sorted(options.items()) if n >= 2
+                for m in range(n_providers)]
+        cols = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+        skill, provider, opts, now = (np.asarray(c, np.int64) for c in cols)
+        return TemplateGenes(skill, provider, opts, np.clip(now, 0, np.maximum(opts - 1, 0)))
+
+    def clip(self, genes: FloatArray) -> FloatArray:
+        """Genes (P, K) rounded to whole options in range."""
+        out: FloatArray = np.clip(np.rint(genes), 0, self.options - 1).astype(np.float64)
+        return out
+
+    def mutate(self, genes: FloatArray, uniform: FloatArray, hit: BoolArray) -> FloatArray:
+        """Where ``hit``, replace a gene by one of its *other* options (``uniform`` in [0, 1)).
+
+        Categorical: every other option is equally likely; no option is "next to" another.
+        """
+        width = self.options - 1
+        step = 1 + np.minimum(np.floor(uniform * width), width - 1)
+        moved = (genes + step) % self.options
+        out: FloatArray = np.where(hit, moved, genes)
+        return out
+
+    def gene_space(self) -> list[list[float]]:
+        """PyGAD's per-gene value lists of the template genes."""
+        return [[float(v) for v in range(int(n))] for n in self.options]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateStats:
+    """Probe trials per gene and option, and what they make of a population's template genes."""
+
+    genes: TemplateGenes
+    passed: FloatArray  # (K, T)
+    asked: FloatArray  # (K, T)
+
+    @staticmethod
+    def of(data: Snapshot) -> TemplateStats | None:
+        """Count the trials in ``data`` (None when it has no template genes)."""
+        genes = data.templates
+        if genes is None or data.option is None or data.trial is None:
+            return None
+        k, t = genes.n, int(genes.options.max(initial=1))
+        passed, asked = np.zeros((k, t)), np.zeros((k, t))
+        if k and data.n_records:
+            lookup = np.full((len(data.skills), len(data.providers)), -1, np.int64)
+            lookup[genes.skill, genes.provider] = np.arange(k)
+            gene = lookup[data.skill[:, None], np.arange(len(data.providers))[None, :]]
+            trial = data.trial.astype(np.float64)
+            ok = (gene >= 0) & (data.option >= 0) & ~np.isnan(trial)
+            ok &= data.option < genes.options[np.maximum(gene, 0)]
+            np.add.at(asked, (gene[ok], data.option[ok]), 1.0)
+            np.add.at(passed, (gene[ok], data.option[ok]), trial[ok])
+        return TemplateStats(genes, passed, asked)
+
+    def accuracy(self) -> FloatArray:
+        """Smoothed pass rate (K, T) of each gene under each option (see the module docstring)."""
+        p0 = (self.passed.sum(axis=1, keepdims=True) + 1.0) / (self.asked.sum(axis=1, keepdims=True) + 2.0)
+        out: FloatArray = (self.passed + PRIOR * p0) / (self.asked + PRIOR)
+        return out
+
+    def variance(self) -> FloatArray:
+        """Binomial variance (K, T) of :meth:`accuracy`."""
+        acc = self.accuracy()
+        out: FloatArray = acc * (1.0 - acc) / (self.asked + PRIOR)
+        return out
+
+    def best(self) -> FloatArray:
+        """Each gene's best-measured option (K,); ties go to the lower option (no template first)."""
+        acc = np.where(np.arange(self.asked.shape[1])[None, :] < self.genes.options[:, None],
+                       self.accuracy(), -np.inf)
+        out: FloatArray = np.argmax(acc, axis=1).astype(np.float64)
+        return out
+
+    def coefficient(self, share: FloatArray, n_providers: int) -> FloatArray:
+        """Fitness points per unit of accuracy, per gene: its skill's share over ``M``."""
+        out: FloatArray = np.asarray(share, np.float64)[self.genes.skill] / max(1, n_providers)
+        return out
+
+    def gain(self, genes: FloatArray, share: FloatArray, n_providers: int) -> FloatArray:
+        """Fitness term (P,) of a population's template genes (P, K) against ``current``."""
+        if not self.genes.n:
+            return np.zeros(len(genes))
+        acc = self.accuracy()
+        rows = np.arange(self.genes.n)
+        chosen = acc[rows[None, :], self.genes.clip(genes).astype(np.int64)]
+        base = acc[rows, self.genes.current]
+        out: FloatArray = (chosen - base[None, :]) @ self.coefficient(share, n_providers)
+        return out
+
+    def settle(self, candidate: FloatArray, incumbent: FloatArray, z: float) -> FloatArray:
+        """The candidate's template genes, each kept only where its own measured gain over
+        the incumbent's option clears ``z`` standard errors; the others revert.
+
+        A provider that answers alike under every template keeps the one it has
+        (no template, unless one was adopted on evidence): neutral drift of a
+        search never changes what a provider is sent.
+        """
+        rows = np.arange(self.genes.n)
+        cand = self.genes.clip(np.asarray(candidate, np.float64)[None, :])[0].astype(np.int64)
+        inc = self.genes.clip(np.asarray(incumbent, np.float64)[None, :])[0].astype(np.int64)
+        acc, var = self.accuracy(), self.variance()
+        gain = acc[rows, cand] - acc[rows, inc]
+        clear = gain - z * np.sqrt(var[rows, cand] + var[rows, inc]) > 0
+        out: FloatArray = np.where(clear, cand, inc).astype(np.float64)
+        return out
+
+
+def template_delta(stats: TemplateStats, candidate: FloatArray, incumbent: FloatArray,
+                   share: FloatArray, n_providers: int) -> tuple[float, float]:
+    """The candidate's template gain over the incumbent's and its variance (genes that differ).
+
+    ``candidate`` and ``incumbent`` are the K template genes of each.
+    """
+    if not stats.genes.n:
+        return 0.0, 0.0
+    rows = np.arange(stats.genes.n)
+    cand = stats.genes.clip(np.asarray(candidate, np.float64)[None, :])[0].astype(np.int64)
+    inc = stats.genes.clip(np.asarray(incumbent, np.float64)[None, :])[0].astype(np.int64)
+    coef = stats.coefficient(share, n_providers) * (cand != inc)
+    acc, var = stats.accuracy(), stats.variance()
+    diff = float(coef @ (acc[rows, cand] - acc[rows, inc]))
+    variance = float((coef**2) @ (var[rows, cand] + var[rows, inc]))
+    return diff, variance
