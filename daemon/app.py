@@ -41,7 +41,7 @@ from daemon.service import SELF_CHECK, InferenceService
 from daemon.streams import Streams
 from daemon.tasks import cancel
 from probes.router import SkillRouter
-from probes.suites import load_suites
+from probes.suites import Template, load_suites, template_catalog
 
 log = structlog.get_logger("alchemist")
 
@@ -78,6 +78,8 @@ class Daemon:
         self.evolver: Evolver | None = None
         self.service: InferenceService | None = None
         self.prober: Prober | None = None
+        #: every skill's probe-suite templates (what recipes name per provider)
+        self.templates: dict[str, tuple[Template, ...]] = {}
         self._micro: Service | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.metrics = Metrics()
@@ -98,6 +100,9 @@ class Daemon:
         specs = [provider_spec(p) for p in cfg.providers]  # key errors before anything runs
         for secret in (cfg.nats.password, cfg.nats.token):
             register_secret(secret)
+        # suites first: a bad suite file stops start-up before anything connects
+        suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
+        self.templates = template_catalog(suites)
         if cfg.nats.embedded:
             self.embedded = EmbeddedNats(cfg.state_dir / "nats", cfg.nats.port)
             self.url = await self.embedded.start()
@@ -116,15 +121,23 @@ class Daemon:
         await self.streams.caught_up()
         self.feedback = FeedbackConsumer(self.nc, self.streams, self.index, cfg.evolver)
         await self.feedback.start()
-        self.evolver = Evolver(cfg, self.recipes, self.index, list(self.providers))
+        self.evolver = Evolver(cfg, self.recipes, self.index, list(self.providers),
+                               {skill: [t.name for t in ts] for skill, ts in self.templates.items()})
         await self.evolver.start()
-        suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
-        self.service = InferenceService(cfg, self.providers, self.recipes, self.streams,
-                                        metrics=self.metrics,
-                                        router=SkillRouter.from_suites(suites))
-        streams, nc = self.streams, self.nc
+        self.service = InferenceService(
+            cfg, self.providers, self.recipes, self.streams, metrics=self.metrics,
+            router=SkillRouter.from_suites(suites),
+            templates={skill: {t.name: t for t in ts} for skill, ts in self.templates.items()})
+        streams, nc, recipes = self.streams, self.nc, self.recipes
+
+        def chosen(skill: str, provider: str) -> str | None:
+            """The prober asks each provider with the templates of the ``default`` recipe."""
+            recipe = recipes.get("default")
+            return recipe.template(skill, provider) if recipe is not None else None
+
         self.prober = Prober(cfg.probes, suites, lambda: self.service.fanout,  # type: ignore[union-attr]
-                             streams.rate, nc.publish, prefix)
+                             streams.rate, nc.publish, prefix, catalog=self.templates,
+                             chosen=chosen)
         await self.prober.start()
         self.service.reply_limit = self.nc.max_payload
         if cfg.service.max_payload > self.nc.max_payload:

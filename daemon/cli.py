@@ -194,15 +194,20 @@ async def cmd_recipe(args: argparse.Namespace) -> int:
 
 
 async def cmd_probe_run(args: argparse.Namespace) -> int:
-    """Run probe suites against the configured providers (no daemon, no NATS needed)."""
+    """Run probe suites against the configured providers (no daemon, no NATS needed).
+
+    With ``--templates``, every probe is asked once per option of its skill (as
+    written, then with each template) and the table has a column per template.
+    """
     from adapters import build_provider, make_session
     from daemon.app import provider_spec
     from daemon.fanout import FanOut
     from daemon.prober import accuracy_table, probe_providers
-    from probes.suites import load_suites
+    from probes.suites import Probe, Template, load_suites, template_catalog
 
     cfg = _config(args)
     suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
+    catalog = template_catalog(suites)
     if args.suite:
         suites = [s for s in suites if s.name == args.suite]
         if not suites:
@@ -212,25 +217,41 @@ async def cmd_probe_run(args: argparse.Namespace) -> int:
     if not specs:
         raise CliError("no providers to probe: add [[providers]] to the config"
                        + (f" (or check --provider {args.provider})" if args.provider else ""))
-    probes = [p for s in suites for p in s.probes]
+    asks: list[tuple[Probe, Template | None]] = [
+        (probe, t) for s in suites for probe in s.probes
+        for t in ([None, *catalog.get(probe.skill, ())] if args.templates else [None])]
     session = make_session()
     try:
         fanout = FanOut({s.name: build_provider(s, session) for s in specs}, cfg.breaker)
+        names = list(fanout.providers)
         results = []
-        for i, probe in enumerate(probes, 1):
-            results.append(await probe_providers(fanout, list(fanout.providers), probe,
-                                                 cfg.probes.timeout_s))
-            sys.stderr.write(f"\rprobing: {i}/{len(probes)} ({probe.suite})        ")
+        for i, (probe, template) in enumerate(asks, 1):
+            results.append(await probe_providers(fanout, names, probe, cfg.probes.timeout_s,
+                                                 dict.fromkeys(names, template)))
+            sys.stderr.write(f"\rprobing: {i}/{len(asks)} ({probe.suite})        ")
             sys.stderr.flush()
         sys.stderr.write("\n")
     finally:
         await session.close()
-    table = accuracy_table(results)
-    skills = sorted({skill for row in table.values() for skill in row})
-    print("provider".ljust(24) + "".join(s[:12].rjust(13) for s in skills))
+    table = accuracy_table(results, by_template=args.templates)
+    columns = list(dict.fromkeys(column for row in table.values() for column in row))
+    if not args.templates:
+        columns.sort()
+    width = max([8, *(len(c) + 2 for c in columns)])
+    print("provider".ljust(24) + "".join(c.rjust(width) for c in columns))
     for name, row in table.items():
-        cells = [f"{row[s][0]}/{row[s][1]}" if s in row else "-" for s in skills]
-        print(name[:24].ljust(24) + "".join(c.rjust(13) for c in cells))
+        cells = [f"{row[c][0]}/{row[c][1]}" if c in row else "-" for c in columns]
+        print(name[:24].ljust(24) + "".join(c.rjust(width) for c in cells))
+    if args.templates:
+        print("\nbest template per provider and skill (ties: the first):")
+        for name, row in table.items():
+            best: dict[str, tuple[float, str]] = {}
+            for column, (passed, total) in row.items():
+                skill, option = column.split("/", 1)
+                if passed / total > best.get(skill, (-1.0, ""))[0]:
+                    best[skill] = (passed / total, option)
+            print(f"  {name}: " + ", ".join(f"{skill} -> {t} ({rate:.0%})"
+                                            for skill, (rate, t) in best.items()))
     return 0
 
 
@@ -302,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-c", "--config", help="config file (TOML)")
     pr.add_argument("--suite", help="only this suite")
     pr.add_argument("--provider", help="only this provider")
+    pr.add_argument("--templates", action="store_true",
+                    help="ask every probe with each of its skill's templates too, one column each")
     pr.set_defaults(fn=cmd_probe_run)
 
     from daemon.sim.cli import add_sim_verbs

@@ -23,6 +23,10 @@ from daemon.extract import AnswerSpec
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+#: skills and template names, as probe suites spell them (``probes/suites.py``)
+SUITE_NAME = re.compile(r"^[a-z0-9_.-]+$")
+#: when the daemon renders requests with the recipe's templates (``probes.apply_templates``)
+APPLY_TEMPLATES = ("hinted", "routed", "never")
 
 
 class ConfigError(ValueError):
@@ -184,6 +188,8 @@ class RecipeConfig:
     weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     min_weight: float = 0.05
     explore: float = 0.0
+    #: ``{skill: {provider: template name}}``: the template of each provider's requests
+    templates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +236,11 @@ class ProbesConfig:
     calls_per_hour: int = 200
     cost_per_day: float = 1.0
     weight: float = 3.0
+    #: the share of probe asks, per provider, sent with another template than the recipe's
+    template_explore: float = 0.25
+    #: which requests get the recipe's templates: "hinted" (a client-given skill),
+    #: "routed" (also a skill the router assigned) or "never"
+    apply_templates: str = "hinted"
 
 
 def _probes(s: _Section) -> ProbesConfig:
@@ -239,6 +250,8 @@ def _probes(s: _Section) -> ProbesConfig:
         jitter=s.number("jitter", 0.2, 0.0, 1.0), sample=s.integer("sample", 8, 1, 10_000),
         timeout_s=s.number("timeout_s", 60.0, 0.1), calls_per_hour=s.integer("calls_per_hour", 200, 1),
         cost_per_day=s.number("cost_per_day", 1.0, 0.0), weight=s.number("weight", 3.0, 0.0, 100.0),
+        template_explore=s.number("template_explore", 0.25, 0.0, 1.0),
+        apply_templates=s.choice("apply_templates", "hinted", APPLY_TEMPLATES),
     )
     s.done()
     return cfg
@@ -362,21 +375,50 @@ def _recipe(name: str, s: _Section, providers: set[str]) -> RecipeConfig:
         row = wsec.table(skill)
         weights[skill] = {}
         for provider in list(row.raw):
-            if provider not in providers:
-                raise ConfigError(f"{row.path}.{provider} names no configured provider; "
-                                  f"providers are: {', '.join(sorted(providers))}")
+            _known_provider(row, provider, providers)
             weights[skill][provider] = row.number(provider, 1.0, 0.0, 1.0)
         row.done()
     wsec.done()
+    templates = _templates(s.table("templates"), providers)
     params = s.table("params")
     cfg = RecipeConfig(
         name=name, strategy=s.choice("strategy", "vote", ("vote", "select")), answer=answer,
         weights=weights, min_weight=params.number("min_weight", 0.05, 0.0, 1.0),
-        explore=params.number("explore", 0.0, 0.0, 0.5),
+        explore=params.number("explore", 0.0, 0.0, 0.5), templates=templates,
     )
     params.done()
     s.done()
     return cfg
+
+
+def _known_provider(row: _Section, provider: str, providers: set[str]) -> None:
+    if provider not in providers:
+        raise ConfigError(f"{row.path}.{provider} names no configured provider; "
+                          f"providers are: {', '.join(sorted(providers)) or '(none)'}")
+
+
+def _templates(tsec: _Section, providers: set[str]) -> dict[str, dict[str, str]]:
+    """``[recipes.<name>.templates.<skill>]`` tables of ``provider = "template name"``."""
+    templates: dict[str, dict[str, str]] = {}
+    for skill in list(tsec.raw):
+        if skill == "*":
+            raise ConfigError(f"{tsec.path}.*: templates belong to a probe suite's skill and no "
+                              "suite has skill '*'; name the skill (like 'math')")
+        if not SUITE_NAME.match(skill):
+            raise ConfigError(f"{tsec.path}.{skill}: a skill must be lowercase letters, digits, "
+                              "'_', '-' or '.', as probe suites name them")
+        row = tsec.table(skill)
+        templates[skill] = {}
+        for provider in list(row.raw):
+            _known_provider(row, provider, providers)
+            name = row.string(provider, "")
+            if not SUITE_NAME.match(name):
+                raise ConfigError(f"{row.path}.{provider} must be a template name (lowercase "
+                                  f"letters, digits, '_', '-' or '.'), got {name!r}")
+            templates[skill][provider] = name
+        row.done()
+    tsec.done()
+    return templates
 
 
 def _evolver(s: _Section) -> EvolverConfig:

@@ -7,6 +7,15 @@ optimizer in a worker thread; the best candidate goes through the promotion
 gate on held-out ratings, and a winner is written to the KV bucket with
 compare-and-set and announced. All of the learning maths lives in
 ``optimizers/``; this module only moves data and decisions.
+
+Prompt templates: with a template catalog (``{skill: template names}`` from
+the probe suites), the genome also holds one template gene per skill with
+templates and provider (option 0: no template, ``i``: the ``i``-th name).
+Probe records say which template each provider was asked with. The weight
+replay counts a probe answer only when it was asked with the incumbent's
+template; every probe answer, and the prober's template trials (extra asks
+with other templates, user ``"probe-trial"``), count as trials of their
+template (:mod:`optimizers.templates`).
 """
 
 from __future__ import annotations
@@ -16,15 +25,15 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import structlog
 
 from daemon.config import Config
-from daemon.experience import PROBES_KEY, ExperienceIndex, Rated
+from daemon.experience import PROBES_KEY, TRIAL_USER, ExperienceIndex, Rated
 from daemon.recipe_store import RecipeStore
 from daemon.recipes import FALLBACK, Recipe
 from daemon.tasks import cancel
@@ -40,12 +49,15 @@ from optimizers import (
     skill_counts,
     split_holdout,
 )
+from optimizers.templates import TemplateGenes, TemplateStats
 
 log = structlog.get_logger("alchemist.evolver")
 _RESEED = 4  # individuals replaced by fresh seeds at each step
 _NO_SHRINK = 1e12  # skill evidence that makes shrinkage a no-op
-#: what a step returns: the gate's decision, the candidate's weights, its fitness
-_StepOut = tuple[GateDecision, dict[str, dict[str, float]] | None, float]
+Weights = dict[str, dict[str, float]]
+Templates = dict[str, dict[str, str]]
+#: what a step returns: the gate's decision, the candidate's weights and templates, its fitness
+_StepOut = tuple[GateDecision, Weights, Templates, float]
 
 
 @dataclass(slots=True)
@@ -61,12 +73,36 @@ class _State:
     seeds: np.random.SeedSequence = field(default_factory=np.random.SeedSequence)
 
 
+def template_genes(skills: Sequence[str], providers: Sequence[str],
+                   catalog: Mapping[str, Sequence[str]],
+                   chosen: Mapping[str, Mapping[str, str]]) -> TemplateGenes:
+    """One gene per skill with templates and provider; current = the ``chosen`` template."""
+    options = {i: 1 + len(catalog[s]) for i, s in enumerate(skills) if catalog.get(s)}
+    current = {(i, j): option(catalog, s, chosen.get(s, {}).get(p))
+               for i, s in enumerate(skills) if i in options for j, p in enumerate(providers)}
+    return TemplateGenes.build(options, len(providers), {k: max(v, 0) for k, v in current.items()})
+
+
+def option(catalog: Mapping[str, Sequence[str]], skill: str, name: str | None) -> int:
+    """A template's option number: 0 for none, -1 for a name the catalog doesn't know."""
+    if name is None:
+        return 0
+    names = list(catalog.get(skill, ()))
+    return names.index(name) + 1 if name in names else -1
+
+
 def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
-                   providers: Sequence[str], probe_weight: float = 1.0) -> Snapshot:
+                   providers: Sequence[str], probe_weight: float = 1.0,
+                   catalog: Mapping[str, Sequence[str]] | None = None,
+                   chosen: Mapping[str, Mapping[str, str]] | None = None) -> Snapshot:
     """Turn rated records (and probe records) into the optimizer's arrays.
 
     Providers are in the global order given; a probe record carries ground
     truth per provider instead of a rating and counts ``probe_weight`` ratings.
+    With a template ``catalog``, the snapshot has template genes whose current
+    options are the ``chosen`` templates (the incumbent's). A probe answer
+    asked with another template is a template trial only, and so is every
+    template-trial record (their weight is 0).
     """
     n, m = len(records), len(providers)
     pos = {p: i for i, p in enumerate(providers)}
@@ -104,15 +140,57 @@ def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
     # a provider with no extracted answer (zero self-agreement under vote) backed nothing
     answered &= sim[:, np.arange(m), np.arange(m)] > 0
     cost = cost_sum / cost_sum.mean() if cost_sum.sum() > 0 else np.ones(m)
-    return Snapshot(skills=tuple(skills), providers=tuple(providers), skill=skill,
+    data = Snapshot(skills=tuple(skills), providers=tuple(providers), skill=skill,
                     answered=answered, sim=sim, served=served, reward=reward,
                     propensity=propensity, truth=truth, weight=weight, cost=cost)
+    if not catalog:
+        return data
+    genes = template_genes(skills, providers, catalog, chosen or {})
+    opt = np.full((n, m), -1, np.int64)
+    for r, rec in enumerate(records):
+        if rec.truth is None:
+            continue
+        e = rec.experience
+        used = e.templates or (None,) * len(e.providers)
+        for i, p in enumerate(e.providers):
+            if p in pos and i < len(used):
+                opt[r, pos[p]] = option(catalog, e.skill, used[i])
+    current = np.zeros((len(skills), m), np.int64)  # option 0 where a skill has no gene
+    current[genes.skill, genes.provider] = genes.current
+    trial = np.where(opt >= 0, truth, np.nan).astype(np.float32)
+    probe = np.isnan(reward)  # a probe record has truth instead of a rating
+    other = probe[:, None] & (opt != current[skill])  # asked with another template
+    answered = answered & ~other
+    truth = np.where(other, np.nan, truth).astype(np.float32)
+    trial_only = np.asarray([rec.user == TRIAL_USER for rec in records], bool)
+    weight = np.where(trial_only | (probe & ~answered.any(axis=1)), 0.0, weight)
+    return replace(data, answered=answered, truth=truth, weight=weight.astype(np.float32),
+                   templates=genes, option=opt, trial=trial)
 
 
-def genome_of(recipe: Recipe, skills: Sequence[str], providers: Sequence[str]) -> np.ndarray:
-    """The recipe's weights as a flat genome (skills x providers)."""
-    return np.asarray([[recipe.row(s, providers)[p] for p in providers] for s in skills],
-                      np.float64).ravel()
+def genome_of(recipe: Recipe, skills: Sequence[str], providers: Sequence[str],
+              genes: TemplateGenes | None = None) -> np.ndarray:
+    """The recipe as a flat genome: weights (skills x providers), then its template options."""
+    weights = np.asarray([[recipe.row(s, providers)[p] for p in providers] for s in skills],
+                         np.float64).ravel()
+    if genes is None:
+        return weights
+    return np.concatenate([weights, genes.current.astype(np.float64)])
+
+
+def templates_of(genome: np.ndarray, data: Snapshot,
+                 catalog: Mapping[str, Sequence[str]]) -> Templates:
+    """A genome's template genes as the recipe's ``{skill: {provider: name}}`` (none left out)."""
+    out: Templates = {}
+    genes = data.templates
+    if genes is None:
+        return out
+    chosen = genes.clip(np.asarray(genome, np.float64)[None, data.n_weights :])[0].astype(int)
+    for k, opt in enumerate(chosen):
+        if opt > 0:
+            skill = data.skills[genes.skill[k]]
+            out.setdefault(skill, {})[data.providers[genes.provider[k]]] = catalog[skill][opt - 1]
+    return out
 
 
 def weights_of(effective: np.ndarray, skills: Sequence[str],
@@ -126,12 +204,15 @@ class Evolver:
     """Evolves every configured recipe from this instance's rated experience."""
 
     def __init__(self, cfg: Config, recipes: RecipeStore, index: ExperienceIndex,
-                 providers: Sequence[str]) -> None:
+                 providers: Sequence[str],
+                 templates: Mapping[str, Sequence[str]] | None = None) -> None:
         self.cfg = cfg
         self.ecfg = cfg.evolver
         self.recipes = recipes
         self.index = index
         self.providers = tuple(providers)
+        #: ``{skill: template names}``: the options of the template genes
+        self.catalog = {s: tuple(names) for s, names in (templates or {}).items() if names}
         self.state: dict[str, _State] = {}
         self.dir = cfg.state_dir / "evolver"
         self.counts = {"steps": 0, "promotions": 0, "generations": 0}
@@ -187,17 +268,18 @@ class Evolver:
             asyncio.to_thread(self._step, st, recipe, records), name=f"evolve-{name}")
         # shielded: cancelling the evolver loop must not orphan the thread's result;
         # close() waits for the running step before it saves
-        decision, weights, fitness = await asyncio.shield(self._running)
+        decision, weights, templates, fitness = await asyncio.shield(self._running)
         self._running = None
         self.counts["steps"] += 1
         self.counts["generations"] += self.ecfg.generations
         self.last_gate[name] = decision
+        changed = {s: row for s, row in templates.items() if recipe.templates.get(s) != row}
         log.info("evolver_step", recipe=name, generation=st.generation, ratings=len(records),
                  best_fitness=round(fitness, 4), promote=decision.promote,
                  gain=round(decision.diff, 4), stderr=round(decision.stderr, 4),
-                 reason=decision.reason)
-        if decision.promote and weights is not None:
-            new = recipe.successor(weights=weights, reason="evolved",
+                 reason=decision.reason, **({"templates": changed} if changed else {}))
+        if decision.promote:
+            new = recipe.successor(weights=weights, templates=templates, reason="evolved",
                                    fitness=round(decision.candidate, 6),
                                    baseline_fitness=round(decision.incumbent, 6),
                                    n_ratings=len(records), generation=st.generation)
@@ -210,12 +292,13 @@ class Evolver:
         """Worker thread: snapshot, optimizer step, gate. Touches no shared state but ``st``."""
         seen_skills = {r.experience.skill for r in records} | set(recipe.weights)
         skills = (FALLBACK, *sorted(seen_skills - {FALLBACK}))
-        data = build_snapshot(records, skills, self.providers, self.cfg.probes.weight)
+        data = build_snapshot(records, skills, self.providers, self.cfg.probes.weight,
+                              self.catalog, recipe.templates)
         params = self.params(recipe)
         holdout = split_holdout([r.key for r in records], self.ecfg.holdout_share)
         train, test = data.subset(~holdout), data.subset(holdout)
         # the incumbent's weights are already effective (shrunk when it was promoted)
-        incumbent = genome_of(recipe, skills, self.providers)
+        incumbent = genome_of(recipe, skills, self.providers, data.templates)
         pop = st.population
         rng = np.random.default_rng(st.seeds.spawn(1)[0])
         if pop is None or skills != st.skills or pop.shape[1] != incumbent.size:
@@ -230,19 +313,31 @@ class Evolver:
         result = PygadOptimizer(params, generations=self.ecfg.generations,
                                 stop_event=self._stop).step(pop, train, st.seeds.spawn(1)[0])
         # two challengers: the GA's best, and the plain agreement-based weights of all the
-        # training evidence (low variance: it cannot chase noise the way a search can)
-        challengers = effective_weights(
-            np.stack([result.best, agreement_weights(train, params).ravel()]),
-            skill_counts(data), params)
-        decisions = [gate(eff.ravel(), incumbent, test, params, margin=self.ecfg.margin,
+        # training evidence with each provider's best-measured templates (low variance: it
+        # cannot chase noise the way a search can)
+        w = data.n_weights
+        stats = TemplateStats.of(train)
+        agreement = np.concatenate([agreement_weights(train, params).ravel(),
+                                    stats.best() if stats is not None else []])
+        genomes = np.stack([result.best, agreement])
+        if stats is not None:  # a template changes only where its own gain is clear
+            for genome in genomes:
+                genome[w:] = stats.settle(genome[w:], incumbent[w:], self.ecfg.z)
+        challengers = np.concatenate([effective_weights(genomes[:, :w], skill_counts(data), params)
+                                      .reshape(2, -1), genomes[:, w:]], axis=1)
+        decisions = [gate(genome, incumbent, test, params, margin=self.ecfg.margin,
                           z=self.ecfg.z, min_records=self.ecfg.min_ratings,
                           counts=np.full(len(skills), _NO_SHRINK))  # compared as served
-                     for eff in challengers]
+                     for genome in challengers]
         pick = max(range(len(decisions)),
                    key=lambda i: (decisions[i].promote, decisions[i].diff - decisions[i].stderr))
         st.skills, st.population, st.fitness = skills, result.population, result.fitness
         st.generation += self.ecfg.generations
-        return (decisions[pick], weights_of(challengers[pick], skills, self.providers),
+        effective = challengers[pick, :w].reshape(len(skills), len(self.providers))
+        evolved = {skills[i] for i in data.templates.skill} if data.templates is not None else set()
+        kept = {s: dict(row) for s, row in recipe.templates.items() if s not in evolved}
+        return (decisions[pick], weights_of(effective, skills, self.providers),
+                kept | templates_of(challengers[pick], data, self.catalog),
                 float(result.best_fitness))
 
     def wake(self) -> None:

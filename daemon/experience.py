@@ -23,6 +23,10 @@ import numpy as np
 
 #: the ``recipe`` of probe records, which serve every recipe (and their rated_total key)
 PROBES_KEY = "*probes*"
+#: the ``user`` of a probe record and of a template-trial record (an extra ask of a probe with
+#: another template than the recipe's: evidence about templates only, not about weights)
+PROBE_USER = "probe"
+TRIAL_USER = "probe-trial"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +47,21 @@ class Experience:
     propensity: float = 1.0
     cost: tuple[float, ...] = ()
     ts: float = field(default_factory=time.time)
+    #: the template each provider of ``providers`` was asked with (``()`` or all None: none)
+    templates: tuple[str | None, ...] = ()
 
     def sim_matrix(self) -> np.ndarray:
         m = len(self.providers)
         return np.asarray(self.sim, dtype=np.float32).reshape(m, m)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"id": self.request_id, "r": self.recipe, "v": self.version, "k": self.skill,
-                "st": self.strategy, "p": list(self.providers), "ok": list(self.answered),
-                "a": list(self.answers), "sim": list(self.sim), "s": self.served,
-                "pi": self.propensity, "c": list(self.cost), "ts": self.ts}
+        out = {"id": self.request_id, "r": self.recipe, "v": self.version, "k": self.skill,
+               "st": self.strategy, "p": list(self.providers), "ok": list(self.answered),
+               "a": list(self.answers), "sim": list(self.sim), "s": self.served,
+               "pi": self.propensity, "c": list(self.cost), "ts": self.ts}
+        if any(t is not None for t in self.templates):  # untemplated records stay as they were
+            out["tp"] = list(self.templates)
+        return out
 
     @staticmethod
     def from_wire(d: dict[str, Any]) -> Experience:
@@ -60,7 +69,7 @@ class Experience:
             request_id=d["id"], recipe=d["r"], version=d["v"], skill=d["k"], strategy=d["st"],
             providers=tuple(d["p"]), answered=tuple(d["ok"]), answers=tuple(d["a"]),
             sim=tuple(d["sim"]), served=d["s"], propensity=d["pi"], cost=tuple(d["c"]),
-            ts=d["ts"])
+            ts=d["ts"], templates=tuple(d.get("tp") or ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,9 +72,20 @@ class FanOut:
             return list(names)  # never silence a request entirely: try them anyway
         return allowed
 
-    async def run(self, names: Sequence[str], chat: ChatRequest, deadline: float, *,
-                  settled: Settled | None = None) -> list[Outcome]:
-        """Call ``names`` concurrently; outcomes come back in the order of ``names``."""
+    async def run(self, names: Sequence[str], chat: ChatRequest | Mapping[str, ChatRequest],
+                  deadline: float, *, settled: Settled | None = None) -> list[Outcome]:
+        """Call ``names`` concurrently; outcomes come back in the order of ``names``.
+
+        ``chat`` is the request for all of them, or a mapping giving each provider its own
+        (every name must be in it).
+        """
+        if isinstance(chat, ChatRequest):
+            chats: Mapping[str, ChatRequest] = dict.fromkeys(names, chat)
+        else:
+            missing = [n for n in names if n not in chat]
+            if missing:
+                raise KeyError(f"FanOut.run has no request for {', '.join(missing)}")
+            chats = chat
         loop = asyncio.get_running_loop()
         started = loop.time()
         providers, breakers = self.providers, self.breakers  # a reload mid-request changes neither
@@ -83,7 +94,7 @@ class FanOut:
         async def one(name: str) -> Outcome:
             t0 = loop.time()
             try:
-                result = await providers[name].complete(chat, deadline=deadline)
+                result = await providers[name].complete(chats[name], deadline=deadline)
             except ProviderError as exc:
                 return Outcome(name, error=exc.code, latency_ms=(loop.time() - t0) * 1000)
             return Outcome(name, result=result, latency_ms=result.latency_ms)

@@ -11,6 +11,14 @@ through the normal adapters, checks each answer, and
   counting ``probes.weight`` ratings each. Before any user has rated
   anything, probes alone seed the population and can earn the first promotion.
 
+Templates: every provider is asked a probe with the template the ``default``
+recipe gives it on the probe's skill. With probability
+``probes.template_explore`` per provider, it is also asked the same probe
+with another of the skill's options (no template, or another template), an
+extra call journaled as a *template trial* (user ``"probe-trial"``), so every
+option keeps being measured while the main probe records stay whole for the
+weights. Each record says which template each provider was asked with.
+
 ``alchemist probe run`` uses :func:`probe_providers` directly, without NATS.
 """
 
@@ -22,21 +30,20 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import structlog
 
 from adapters import ChatRequest
 from daemon.config import ProbesConfig
-from daemon.experience import PROBES_KEY, Experience, Rated
+from daemon.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
 from daemon.fanout import FanOut, Outcome
 from daemon.fusion import Candidate, similarity_matrix
 from daemon.tasks import cancel
-from probes.suites import Probe, Suite, render
+from probes.suites import Probe, Suite, Template, render
 
 log = structlog.get_logger("alchemist.prober")
-PROBE_USER = "probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,10 @@ class ProbeResult:
     outcomes: tuple[Outcome, ...]
     passed: tuple[bool | None, ...]  # None: the provider gave no answer
     extracted: tuple[str | None, ...]
+    #: the template each provider was asked with (None: the probe as written)
+    templates: tuple[str | None, ...] = field(default=())
+    #: an extra ask with other templates than the recipe's (see the module docstring)
+    trial: bool = False
 
 
 class Budget:
@@ -88,11 +99,13 @@ def sample(suites: Sequence[Suite], n: int, rng: random.Random) -> list[Probe]:
 
 
 async def probe_providers(fanout: FanOut, names: Sequence[str], probe: Probe,
-                          timeout_s: float) -> ProbeResult:
-    """Ask every named provider one probe (concurrently) and check the answers."""
-    messages = tuple(render(probe, None))
+                          timeout_s: float,
+                          templates: Mapping[str, Template | None] | None = None) -> ProbeResult:
+    """Ask every named provider one probe (concurrently, each with its template) and check."""
+    chosen = {n: (templates or {}).get(n) for n in names}
+    chats = {n: ChatRequest(messages=tuple(render(probe, t))) for n, t in chosen.items()}
     deadline = asyncio.get_running_loop().time() + timeout_s
-    outcomes = await fanout.run(list(names), ChatRequest(messages=messages), deadline)
+    outcomes = await fanout.run(list(names), chats, deadline)
     passed: list[bool | None] = []
     extracted: list[str | None] = []
     for o in outcomes:
@@ -103,10 +116,11 @@ async def probe_providers(fanout: FanOut, names: Sequence[str], probe: Probe,
         check = probe.checker.check(o.result.text)
         passed.append(check.passed)
         extracted.append(check.extracted)
-    return ProbeResult(probe, tuple(outcomes), tuple(passed), tuple(extracted))
+    used = tuple(t.name if (t := chosen[o.name]) is not None else None for o in outcomes)
+    return ProbeResult(probe, tuple(outcomes), tuple(passed), tuple(extracted), used)
 
 
-def to_record(result: ProbeResult, probe_id: str) -> Rated:
+def to_record(result: ProbeResult, probe_id: str, user: str = PROBE_USER) -> Rated:
     """A probe result as a rated-experience record with ground truth per provider."""
     names = tuple(o.name for o in result.outcomes)
     answered = [o.result is not None for o in result.outcomes]
@@ -122,27 +136,39 @@ def to_record(result: ProbeResult, probe_id: str) -> Rated:
         answers=result.extracted, sim=tuple(round(float(v), 3) for v in sim.ravel()),
         served=0, propensity=1.0,
         cost=tuple(float(o.result.usage.cost or 0.0) if o.result else 0.0
-                   for o in result.outcomes))
+                   for o in result.outcomes),
+        templates=result.templates)
     truth = tuple(None if p is None else (1.0 if p else 0.0) for p in result.passed)
-    return Rated(exp, 0, PROBE_USER, time.time(), truth)
+    return Rated(exp, 0, user, time.time(), truth)
+
+
+NO_TEMPLATE = "none"  # how "asked without a template" is named in events and tables
 
 
 def summarize(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
-    """One event per provider and suite: passed / total, mean latency, cost."""
+    """One event per provider and suite: passed / total, mean latency, cost, and
+    ``templates``: ``{template: [passed, total]}`` (``"none"``: asked as written)."""
     acc: dict[tuple[str, str], dict[str, float]] = {}
+    by_template: dict[tuple[str, str], dict[str, list[int]]] = {}
     skills: dict[str, str] = {}
     for r in results:
         skills[r.probe.suite] = r.probe.skill
-        for o, p in zip(r.outcomes, r.passed, strict=True):
+        used = r.templates or (None,) * len(r.outcomes)
+        for o, p, t in zip(r.outcomes, r.passed, used, strict=True):
             row = acc.setdefault((o.name, r.probe.suite),
                                  {"passed": 0, "total": 0, "latency": 0.0, "cost": 0.0})
             row["total"] += 1
             row["passed"] += 1 if p else 0
             row["latency"] += o.latency_ms
             row["cost"] += (o.result.usage.cost or 0.0) if o.result else 0.0
+            cell = by_template.setdefault((o.name, r.probe.suite), {}).setdefault(
+                t or NO_TEMPLATE, [0, 0])
+            cell[0] += 1 if p else 0
+            cell[1] += 1
     return [{"provider": prov, "suite": suite, "skill": skills[suite],
              "passed": int(v["passed"]), "total": int(v["total"]),
-             "latency_ms": round(v["latency"] / v["total"], 1), "cost": round(v["cost"], 6)}
+             "latency_ms": round(v["latency"] / v["total"], 1), "cost": round(v["cost"], 6),
+             "templates": by_template[(prov, suite)]}
             for (prov, suite), v in sorted(acc.items())]
 
 
@@ -152,16 +178,22 @@ class Prober:
     def __init__(self, cfg: ProbesConfig, suites: Sequence[Suite],
                  fanout: Callable[[], FanOut], record: Callable[[Rated], object],
                  publish: Callable[[str, bytes], object], prefix: str,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, *,
+                 catalog: Mapping[str, Sequence[Template]] | None = None,
+                 chosen: Callable[[str, str], str | None] | None = None) -> None:
+        """``catalog``: each skill's templates; ``chosen(skill, provider)``: the template
+        the probing recipe sends that provider (None: none)."""
         self.cfg = cfg
         self.suites = list(suites)
+        self.catalog = {s: tuple(ts) for s, ts in (catalog or {}).items()}
+        self._chosen = chosen or (lambda skill, provider: None)
         self._fanout = fanout
         self._record = record
         self._publish = publish
         self.subject = f"{prefix}.probes.results"
         self.budget = Budget(cfg.calls_per_hour, cfg.cost_per_day)
         self.rng = rng or random.Random()
-        self.counts = {"runs": 0, "probes": 0, "skipped_budget": 0}
+        self.counts = {"runs": 0, "probes": 0, "template_trials": 0, "skipped_budget": 0}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -186,19 +218,26 @@ class Prober:
         names = list(fanout.providers)
         results = []
         for probe in sample(self.suites, self.cfg.sample, self.rng):
+            trials = self.trials(probe.skill, names)
             now = time.monotonic()
-            if not self.budget.allows(len(names), now):
+            if not self.budget.allows(len(names) + len(trials), now):
                 self.counts["skipped_budget"] += 1
                 log.info("probe_skipped", reason="budget", calls_last_hour=self.budget.calls_last_hour)
                 break
-            result = await probe_providers(fanout, names, probe, self.cfg.timeout_s)
-            cost = sum((o.result.usage.cost or 0.0) for o in result.outcomes if o.result)
-            self.budget.spend(len(names), cost, now)
-            results.append(result)
+            asked = [(names, {n: self.current(probe.skill, n) for n in names}, PROBE_USER)]
+            if trials:
+                asked.append((list(trials), trials, TRIAL_USER))
+            for who, templates, user in asked:
+                result = await probe_providers(fanout, who, probe, self.cfg.timeout_s, templates)
+                result = replace(result, trial=user == TRIAL_USER)
+                cost = sum((o.result.usage.cost or 0.0) for o in result.outcomes if o.result)
+                self.budget.spend(len(who), cost, now)
+                results.append(result)
+                pending = self._record(to_record(result, f"probe-{os.urandom(8).hex()}", user))
+                if asyncio.iscoroutine(pending):
+                    await pending
             self.counts["probes"] += 1
-            pending = self._record(to_record(result, f"probe-{os.urandom(8).hex()}"))
-            if asyncio.iscoroutine(pending):
-                await pending
+            self.counts["template_trials"] += len(trials)
         for event in summarize(results):
             pending = self._publish(self.subject, json.dumps(event).encode())
             if asyncio.iscoroutine(pending):
@@ -207,16 +246,37 @@ class Prober:
         log.info("probe_run", probes=len(results), providers=len(names))
         return results
 
+    def current(self, skill: str, provider: str) -> Template | None:
+        """The template the recipe sends a provider on a skill (None: none, or unknown)."""
+        name = self._chosen(skill, provider)
+        return next((t for t in self.catalog.get(skill, ()) if t.name == name), None)
+
+    def trials(self, skill: str, names: Sequence[str]) -> dict[str, Template | None]:
+        """The providers that also try another option of the skill this time, and which."""
+        options: list[Template | None] = [None, *self.catalog.get(skill, ())]
+        out: dict[str, Template | None] = {}
+        if len(options) < 2:
+            return out
+        for name in names:
+            if self.rng.random() < self.cfg.template_explore:
+                current = self.current(skill, name)
+                out[name] = self.rng.choice([t for t in options if t is not current])
+        return out
+
     async def close(self) -> None:
         await cancel(self._task)
         self._task = None
 
 
-def accuracy_table(results: Sequence[ProbeResult]) -> dict[str, dict[str, tuple[int, int]]]:
-    """``{provider: {skill: (passed, total)}}`` for the CLI's table."""
+def accuracy_table(results: Sequence[ProbeResult], *, by_template: bool = False
+                   ) -> dict[str, dict[str, tuple[int, int]]]:
+    """``{provider: {skill: (passed, total)}}`` for the CLI's table; with ``by_template``
+    the columns are ``skill/template`` (``skill/none``: asked as written)."""
     table: dict[str, dict[str, tuple[int, int]]] = {}
     for r in results:
-        for o, p in zip(r.outcomes, r.passed, strict=True):
-            passed, total = table.setdefault(o.name, {}).get(r.probe.skill, (0, 0))
-            table[o.name][r.probe.skill] = (passed + (1 if p else 0), total + 1)
+        used = r.templates or (None,) * len(r.outcomes)
+        for o, p, t in zip(r.outcomes, r.passed, used, strict=True):
+            column = f"{r.probe.skill}/{t or NO_TEMPLATE}" if by_template else r.probe.skill
+            passed, total = table.setdefault(o.name, {}).get(column, (0, 0))
+            table[o.name][column] = (passed + (1 if p else 0), total + 1)
     return table

@@ -15,7 +15,7 @@ from typing import Any
 
 import tomli_w
 
-from daemon.config import RecipeConfig
+from daemon.config import SUITE_NAME, RecipeConfig
 from daemon.extract import AnswerSpec
 
 REASONS = ("init", "evolved", "rollback", "manual")
@@ -46,6 +46,9 @@ class Recipe:
     baseline_fitness: float | None = None
     n_ratings: int = 0
     generation: int = 0
+    #: ``{skill: {provider: template name}}``: the probe-suite template each provider's
+    #: requests of that skill are rendered with (none: sent as the client wrote them)
+    templates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def row(self, skill: str | None, providers: Sequence[str]) -> dict[str, float]:
         """The weight of every configured provider for a skill (``"*"`` as fallback).
@@ -57,6 +60,13 @@ class Recipe:
         base = self.weights.get(FALLBACK, {})
         row = self.weights.get(skill, base) if skill else base
         return {p: float(row.get(p, base.get(p, 1.0))) for p in providers}
+
+    def template(self, skill: str, provider: str) -> str | None:
+        """The name of the template ``provider``'s requests of ``skill`` are rendered with.
+
+        No fallback through ``"*"``: a template belongs to one skill's suites.
+        """
+        return self.templates.get(skill, {}).get(provider)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON/msgpack/TOML-ready form (None fields left out)."""
@@ -71,6 +81,9 @@ class Recipe:
         for key in ("parent", "fitness", "baseline_fitness"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        templates = {s: dict(row) for s, row in self.templates.items() if row}
+        if templates:
+            out["templates"] = templates
         return out
 
     @staticmethod
@@ -79,7 +92,8 @@ class Recipe:
         if not isinstance(raw, dict):
             raise RecipeError("a recipe must be a map")
         known = {"name", "version", "strategy", "answer", "weights", "params", "parent",
-                 "created_at", "reason", "fitness", "baseline_fitness", "n_ratings", "generation"}
+                 "created_at", "reason", "fitness", "baseline_fitness", "n_ratings", "generation",
+                 "templates"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise RecipeError(f"unknown recipe field {unknown[0]!r}; fields: {', '.join(sorted(known))}")
@@ -113,6 +127,7 @@ class Recipe:
             baseline_fitness=_opt_float(raw.get("baseline_fitness"), "baseline_fitness"),
             n_ratings=_opt_int(raw.get("n_ratings"), "n_ratings") or 0,
             generation=_opt_int(raw.get("generation"), "generation") or 0,
+            templates=_templates(raw.get("templates", {})),
         )
 
     def to_toml(self) -> str:
@@ -140,7 +155,8 @@ def initial_recipe(cfg: RecipeConfig, providers: Sequence[str]) -> Recipe:
     for p in providers:
         fallback.setdefault(p, 1.0)
     return Recipe(name=cfg.name, version=1, strategy=cfg.strategy, answer=cfg.answer,
-                  weights=weights, min_weight=cfg.min_weight, explore=cfg.explore, reason="init")
+                  weights=weights, min_weight=cfg.min_weight, explore=cfg.explore, reason="init",
+                  templates={skill: dict(row) for skill, row in cfg.templates.items()})
 
 
 def _weights(raw: object) -> dict[str, dict[str, float]]:
@@ -151,6 +167,33 @@ def _weights(raw: object) -> dict[str, dict[str, float]]:
         if not isinstance(skill, str) or not isinstance(row, dict):
             raise RecipeError("recipe field 'weights' must be a map {skill: {provider: weight}}")
         out[skill] = {str(p): _unit(w, f"weights.{skill}.{p}") for p, w in row.items()}
+    return out
+
+
+def _templates(raw: object) -> dict[str, dict[str, str]]:
+    shape = "recipe field 'templates' must be a map {skill: {provider: template name}}"
+    if not isinstance(raw, dict):
+        raise RecipeError(shape)
+    out: dict[str, dict[str, str]] = {}
+    for skill, row in raw.items():
+        if skill == FALLBACK:
+            raise RecipeError("recipe field 'templates.*': templates belong to a probe suite's "
+                              "skill and no suite has skill '*'; name the skill (like 'math')")
+        if not isinstance(skill, str) or not SUITE_NAME.match(skill):
+            raise RecipeError(f"recipe field 'templates': the skill {skill!r} must be lowercase "
+                              "letters, digits, '_', '-' or '.', as probe suites name them")
+        if not isinstance(row, dict):
+            raise RecipeError(f"{shape}; 'templates.{skill}' is not a map")
+        out[skill] = {}
+        for provider, name in row.items():
+            if not isinstance(provider, str) or not provider:
+                raise RecipeError(f"recipe field 'templates.{skill}': provider names must be "
+                                  f"non-empty strings, got {provider!r}")
+            if not isinstance(name, str) or not SUITE_NAME.match(name):
+                raise RecipeError(f"recipe field 'templates.{skill}.{provider}' must be a "
+                                  "template name (lowercase letters, digits, '_', '-' or '.'), "
+                                  f"got {name!r}")
+            out[skill][provider] = name
     return out
 
 

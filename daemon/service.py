@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,11 +45,13 @@ from daemon.wire import (
     parse_request,
 )
 from probes.router import SkillRouter
+from probes.suites import Template, apply_template
 
 log = structlog.get_logger("alchemist.infer")
 JSON_HEADERS = {"Content-Type": "application/json"}
 MAX_ANSWER_KEY = 512
 EXPLORE_BELOW = 0.6  # only requests whose winner holds less weight than this may explore
+MAX_WARNED = 1024  # (recipe, version, skill, template) keys already warned about, at most
 #: header of the daemon's own start-up probe (see ``Daemon._until_reachable``)
 SELF_CHECK = "Alchemist-Self-Check"
 
@@ -63,7 +66,8 @@ class InferenceService:
 
     def __init__(self, cfg: Config, providers: Mapping[str, Provider], recipes: RecipeStore,
                  streams: Streams | None, *, rng: random.Random | None = None,
-                 metrics: Metrics | None = None, router: SkillRouter | None = None) -> None:
+                 metrics: Metrics | None = None, router: SkillRouter | None = None,
+                 templates: Mapping[str, Mapping[str, Template]] | None = None) -> None:
         self.cfg = cfg
         self.providers = dict(providers)
         self.recipes = recipes
@@ -73,6 +77,9 @@ class InferenceService:
         self.counts: Counter[str] = Counter()
         self.metrics = metrics
         self.router = router
+        #: the probe suites' templates: skill -> template name -> template
+        self.templates: Mapping[str, Mapping[str, Template]] = templates or {}
+        self._warned: OrderedDict[tuple[str, int, str, str], None] = OrderedDict()
         self.fanout = FanOut(self.providers, cfg.breaker, metrics)
         self._tasks: set[asyncio.Task[None]] = set()
         #: the broker's max_payload (set by the daemon once connected)
@@ -181,6 +188,40 @@ class InferenceService:
             chosen = [max(row, key=row.__getitem__)]
         return self.fanout.admit(chosen), row
 
+    def _templates(self, recipe: Recipe, skill: str, hinted: bool,
+                   called: Sequence[str]) -> dict[str, Template]:
+        """The template of each called provider the recipe names one for, when
+        ``probes.apply_templates`` allows it for a hinted or routed skill."""
+        mode = self.cfg.probes.apply_templates
+        if mode == "never" or (mode == "hinted" and not hinted):
+            return {}
+        catalog = self.templates.get(skill, {})
+        out: dict[str, Template] = {}
+        for provider in called:
+            name = recipe.template(skill, provider)
+            if name is None:
+                continue
+            template = catalog.get(name)
+            if template is None:
+                self._unknown_template(recipe, skill, name)
+                continue
+            out[provider] = template
+        return out
+
+    def _unknown_template(self, recipe: Recipe, skill: str, name: str) -> None:
+        """Warn once per recipe version, skill and name (in bounded memory)."""
+        self.counts["template_unknown"] += 1
+        key = (recipe.name, recipe.version, skill, name)
+        if key in self._warned:
+            return
+        self._warned[key] = None
+        while len(self._warned) > MAX_WARNED:
+            self._warned.popitem(last=False)
+        known = ", ".join(self.templates.get(skill, {})) or "none"
+        log.warning("template_unknown", recipe=recipe.name, version=recipe.version, skill=skill,
+                    template=name, known=known, detail="no probe suite of this skill defines "
+                    "that template; requests are sent without it")
+
     def _route(self, request: InferRequest) -> str:
         """A skill for a request without a hint: the probe suites' classifier, else "*"."""
         if self.router is None:
@@ -210,6 +251,9 @@ class InferenceService:
         deadline = started + deadline_ms / 1000.0
         chat = ChatRequest(messages=request.messages, max_tokens=request.max_tokens,
                            temperature=request.temperature, hops=hops)
+        templates = self._templates(recipe, skill, request.skill is not None, called)
+        chats = {p: dataclasses.replace(chat, messages=apply_template(request.messages, templates[p]))
+                 if p in templates else chat for p in called}
         keys: dict[str, str | None] = {}
 
         def key_of(o: Outcome) -> str | None:
@@ -232,7 +276,7 @@ class InferenceService:
             lead = top[0] - top[1]
             return lead > sum(row[p] for p in pending)
 
-        outcomes = await self.fanout.run(called, chat, deadline, settled=settled)
+        outcomes = await self.fanout.run(called, chats, deadline, settled=settled)
         answered = [o for o in outcomes if o.result is not None]
         if not answered:
             errors = ", ".join(f"{o.name}: {o.error}" for o in outcomes)
@@ -256,7 +300,8 @@ class InferenceService:
             "confidence": round(min(1.0, max(0.0, confidence)), 6), "provider": winner.provider,
             "recipe": {"name": recipe.name, "version": recipe.version},
             "strategy": fused.strategy,
-            "providers": [_status(o, by_name.get(o.name)) for o in outcomes],
+            "providers": [_status(o, by_name.get(o.name), templates.get(o.name))
+                          for o in outcomes],
             "usage": usage, "latency_ms": round(latency_ms, 3),
         }
         if request.include_candidates:
@@ -266,7 +311,7 @@ class InferenceService:
                  provider=winner.provider, confidence=reply["confidence"],
                  latency_ms=reply["latency_ms"], called=len(called), answered=len(answered))
         exp = _experience(request_id, recipe, skill, fused.strategy, outcomes, candidates,
-                          fused.sim, winner.provider, propensity)
+                          fused.sim, winner.provider, propensity, templates)
         return reply, exp
 
     def _maybe_explore(self, candidates: list[Candidate], fused: Fused,
@@ -293,13 +338,15 @@ def _key(answer: str | None) -> str | None:
     return answer[:MAX_ANSWER_KEY] if answer is not None else None
 
 
-def _status(o: Outcome, cand: Candidate | None) -> dict[str, Any]:
+def _status(o: Outcome, cand: Candidate | None, template: Template | None) -> dict[str, Any]:
     out: dict[str, Any] = {"name": o.name, "ok": o.result is not None,
                            "latency_ms": round(o.latency_ms, 3)}
     if o.error:
         out["error"] = o.error
     if cand is not None:
         out["answer"] = cand.answer
+    if template is not None:
+        out["template"] = template.name
     return out
 
 
@@ -313,7 +360,7 @@ def _usage(answered: list[Outcome]) -> dict[str, Any]:
 
 def _experience(request_id: str, recipe: Recipe, skill: str, strategy: str,
                 outcomes: list[Outcome], candidates: list[Candidate], sim: Any,
-                served: str, propensity: float) -> Experience:
+                served: str, propensity: float, templates: Mapping[str, Template]) -> Experience:
     names = tuple(o.name for o in outcomes)
     pos = {c.provider: i for i, c in enumerate(candidates)}
     # the candidates' agreement matrix, placed in the rows/columns of all providers called
@@ -329,4 +376,5 @@ def _experience(request_id: str, recipe: Recipe, skill: str, strategy: str,
         sim=tuple(np.round(full, 3).ravel().tolist()), served=names.index(served),
         propensity=propensity,
         cost=tuple(float(o.result.usage.cost or 0.0) if o.result else 0.0 for o in outcomes),
+        templates=tuple(templates[n].name if n in templates else None for n in names),
     )

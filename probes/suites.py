@@ -3,8 +3,10 @@
 A suite file holds ``name``, ``skill``, optional ``description`` and ``answer``
 (the default extraction spec of its probes), optional ``[[templates]]`` and
 ``[[probes]]``; ``probes/README.md`` documents the format. :func:`load_suites`
-loads the suites shipped in ``probes/suites/`` plus a user directory's, and
-:func:`render` turns a probe and a template into chat messages.
+loads the suites shipped in ``probes/suites/`` plus a user directory's;
+:func:`render` turns a probe and a template into chat messages, and
+:func:`apply_template` renders any request's messages with a template;
+:func:`template_catalog` lists each skill's templates (what recipes pick from).
 """
 
 from __future__ import annotations
@@ -78,18 +80,56 @@ class Suite:
         raise KeyError(f"Suite {self.name!r} has no template {name!r} (it has: {known}).")
 
 
+def apply_template(messages: Sequence[Message], template: Template | None) -> tuple[Message, ...]:
+    """``messages`` rendered with ``template``: its system prompt (if any) inserted first,
+    before the request's own messages (a system message among them is kept), and its
+    suffix appended after a blank line to the last user message (or sent as a new user
+    message when there is none). ``None`` leaves the messages as they are."""
+    out = list(messages)
+    if template is None:
+        return tuple(out)
+    suffix = template.suffix.strip()
+    if suffix:
+        last = next((i for i in range(len(out) - 1, -1, -1) if out[i].role == "user"), None)
+        if last is None:
+            out.append(Message("user", suffix))
+        else:
+            out[last] = Message("user", f"{out[last].content.rstrip()}\n\n{suffix}")
+    if template.system:
+        out.insert(0, Message("system", template.system))
+    return tuple(out)
+
+
 def render(probe: Probe, template: Template | None = None) -> list[Message]:
     """The chat messages for ``probe``: the template's system prompt (if any), then the
     prompt with the template's suffix appended after a blank line."""
-    messages: list[Message] = []
-    content = probe.prompt
-    if template is not None:
-        if template.system:
-            messages.append(Message("system", template.system))
-        if template.suffix:
-            content = f"{content.rstrip()}\n\n{template.suffix.strip()}"
-    messages.append(Message("user", content))
-    return messages
+    return list(apply_template([Message("user", probe.prompt)], template))
+
+
+def template_catalog(suites: Sequence[Suite]) -> dict[str, tuple[Template, ...]]:
+    """The templates of every skill: those of the skill's suites, in suite then template
+    order, each name once. Skills without templates are left out.
+
+    One name must mean one template within a skill: the same name with another
+    ``system`` or ``suffix`` in two suites of a skill raises :class:`SuiteError`.
+    """
+    found: dict[str, dict[str, tuple[Template, Suite]]] = {}
+    for suite in suites:
+        for template in suite.templates:
+            seen = found.setdefault(suite.skill, {})
+            first = seen.get(template.name)
+            if first is None:
+                seen[template.name] = (template, suite)
+            elif first[0] != template:
+                raise SuiteError(
+                    f"{_label(first[1])} and {_label(suite)} both define template "
+                    f"{template.name!r} for skill {suite.skill!r}, with different 'system' or "
+                    "'suffix'; a template name must mean one template within a skill (rename one).")
+    return {skill: tuple(t for t, _ in seen.values()) for skill, seen in found.items()}
+
+
+def _label(suite: Suite) -> str:
+    return f"suite {suite.name!r} ({suite.path})" if suite.path else f"suite {suite.name!r}"
 
 
 # --------------------------------------------------------------------------- loading

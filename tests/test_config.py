@@ -40,14 +40,78 @@ def test_defaults_are_embedded_and_valid() -> None:
     ({"recipes": {"default": {"strategy": "magic"}}}, "recipes.default.strategy must be one of"),
     ({"recipes": {"default": {"answer": {"kind": "json"}}}}, "recipes.default.answer"),
     ({"recipes": {"default": {"params": {"explore": 0.9}}}}, "recipes.default.params.explore"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": "plain"}}},
+     "recipes.default.templates must be a table"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": "plain"}}}},
+     "recipes.default.templates.math must be a table"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"*": {"a": "plain"}}}}},
+     "recipes.default.templates.*: templates belong to a probe suite's skill and no suite has skill '*'"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"Math": {"a": "plain"}}}}},
+     "recipes.default.templates.Math: a skill must be lowercase letters"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"zz": "plain"}}}}},
+     "recipes.default.templates.math.zz names no configured provider"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"a": 3}}}}},
+     "recipes.default.templates.math.a must be a string, got 3"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"a": "Step by step"}}}}},
+     "recipes.default.templates.math.a must be a template name (lowercase letters, digits"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"a": ""}}}}},
+     "recipes.default.templates.math.a must be a template name"),
     ({"evolver": {"population": 2}}, "evolver.population must be between 4"),
     ({"probes": {"sample": 0}}, "probes.sample must be between 1"),
+    ({"probes": {"template_explore": 1.5}}, "probes.template_explore must be between 0.0 and 1.0"),
+    ({"probes": {"template_explore": -0.1}}, "probes.template_explore must be between 0.0 and 1.0"),
+    ({"probes": {"template_explore": "some"}}, "probes.template_explore must be a number"),
+    ({"probes": {"apply_templates": "always"}},
+     "probes.apply_templates must be one of hinted, routed, never; got 'always'"),
+    ({"probes": {"apply_templates": True}}, "probes.apply_templates must be a string, got a boolean"),
     ({"metrics": {"port": 70000}}, "metrics.port must be between 0"),
 ])
 def test_bad_values_name_their_key(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert message in str(info.value)
+
+
+def test_recipe_templates_and_probe_template_keys() -> None:
+    cfg = parse_config({})
+    assert cfg.recipes["default"].templates == {}
+    assert (cfg.probes.template_explore, cfg.probes.apply_templates) == (0.25, "hinted")
+    b = {**PROVIDER, "name": "b"}
+    cfg = parse_config({
+        "providers": [PROVIDER, b],
+        "recipes": {"default": {"templates": {"math": {"a": "reasoning", "b": "plain"},
+                                              "code-2.x": {"b": "json_v2.1"}}}},
+        "probes": {"template_explore": 0, "apply_templates": "routed"},
+    })
+    assert cfg.recipes["default"].templates == {"math": {"a": "reasoning", "b": "plain"},
+                                                "code-2.x": {"b": "json_v2.1"}}
+    assert (cfg.probes.template_explore, cfg.probes.apply_templates) == (0.0, "routed")
+    for mode in ("hinted", "never"):
+        assert parse_config({"probes": {"apply_templates": mode}}).probes.apply_templates == mode
+    assert parse_config({"probes": {"template_explore": 1}}).probes.template_explore == 1.0
+
+
+def test_recipe_templates_in_a_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "alchemist.toml"
+    path.write_text('''
+[[providers]]
+name = "a"
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+model = "m"
+
+[recipes.default.templates.math]
+a = "reasoning"
+
+[probes]
+apply_templates = "never"
+''')
+    cfg = load_config(path)
+    assert cfg.recipes["default"].templates == {"math": {"a": "reasoning"}}
+    assert cfg.probes.apply_templates == "never"
+    path.write_text(path.read_text().replace('a = "reasoning"', 'a = "Reasoning"'))
+    with pytest.raises(ConfigError, match=r"alchemist\.toml: recipes\.default\.templates\.math\.a must be"):
+        load_config(path)
 
 
 def test_config_init_writes_a_loadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,11 +29,12 @@ def expected_answers() -> dict[str, tuple[str, str]]:
 
 
 def specialist(strong: str) -> Any:
-    """A fake provider that is right on one skill and wrong on every other."""
+    """A fake provider that is right on one skill and wrong on every other, whatever the template."""
     answers = expected_answers()
 
     def answer(messages: list[dict[str, Any]]) -> str:
-        prompt = messages[-1]["content"]
+        content = messages[-1]["content"]  # the probe's prompt, maybe with a template's suffix
+        prompt = next((p for p in answers if content.startswith(p)), "")
         skill, right = answers.get(prompt, ("?", "0"))
         return right if skill == strong else "'nope'" if skill == "code" else "-1"
     return answer
@@ -63,15 +64,19 @@ async def test_probes_map_each_providers_strengths(daemon_factory: DaemonFactory
     assert d.prober is not None
     d.prober.suites = math_and_code()
     results = await d.prober.run_once()
-    table = accuracy_table(results)
+    main = [r for r in results if not r.trial]  # the rest are template trials
+    assert len(main) == 32
+    table = accuracy_table(main)
     assert table["mathy"]["math"] == (16, 16) and table["mathy"]["code"] == (0, 16)
     assert table["coder"]["code"] == (16, 16) and table["coder"]["math"] == (0, 16)
     assert table["broken"]["math"] == (0, 16)  # a failing provider does not stop the prober
     await until(lambda: len(events) == 6)
     by = {(e["provider"], e["suite"]): e for e in events}
-    assert by["mathy", "arithmetic"]["passed"] == 16 and by["mathy", "arithmetic"]["total"] == 16
+    mathy = by["mathy", "arithmetic"]  # probes and trials, right whatever the template
+    assert mathy["passed"] == mathy["total"] >= 16
     assert by["coder", "code_output"]["skill"] == "code"
-    probes = [r for r in d.index.rated.values() if r.truth is not None]
+    await until(lambda: d.index.rated_total["*probes*"] == len(results))
+    probes = [r for r in d.index.rated.values() if r.truth is not None and r.user == "probe"]
     assert len(probes) == 32
 
 
@@ -82,13 +87,14 @@ async def test_probes_alone_earn_a_prior_recipe(daemon_factory: DaemonFactory,
                                       "interval_s": 1e6})  # steps only when the test says
     assert d.prober is not None and d.evolver is not None and d.recipes is not None
     d.prober.suites = math_and_code()
+    records = 0
     for _ in range(2):
-        await d.prober.run_once()
-    await until(lambda: d.index.rated_total["*probes*"] == 64)
+        records += len(await d.prober.run_once())  # 32 probes, and some template trials
+    await until(lambda: d.index.rated_total["*probes*"] == records)
     decision = await d.evolver.maybe_step("default", force=True)
     assert decision is not None and decision.promote, decision
     recipe = d.recipes.get("default")
-    assert recipe is not None and recipe.version == 2 and recipe.n_ratings == 64
+    assert recipe is not None and recipe.version == 2 and recipe.n_ratings == records
     math, code = recipe.row("math", ["mathy", "coder"]), recipe.row("code", ["mathy", "coder"])
     assert math["mathy"] > math["coder"] and code["coder"] > code["mathy"]
 
@@ -100,12 +106,13 @@ async def test_the_budget_is_never_exceeded(daemon_factory: DaemonFactory,
     assert d.prober is not None
     d.prober.suites = math_and_code()
     before = sum(two_specialists.calls.values())
-    first = await d.prober.run_once()
-    second = await d.prober.run_once()
-    assert len(first) == 3 and second == []  # 3 probes x 3 providers = 9 calls <= 10
-    assert d.prober.counts["skipped_budget"] == 2
+    runs = [await d.prober.run_once() for _ in range(3)]
+    asks = [o for run in runs for r in run for o in r.outcomes]  # probes and template trials
+    assert 7 <= len(asks) <= 10  # a probe's calls (3, or up to 6 with trials) fit, or wait
+    assert runs[-1] == [] and d.prober.counts["skipped_budget"] >= 2
     sent = sum(two_specialists.calls.values()) - before
-    assert sent <= 10 + 3  # 9 calls, plus one retry each of the failing provider
+    broken = sum(o.name == "broken" for o in asks)
+    assert sent <= len(asks) + broken  # plus one retry each of the failing provider
 
 
 async def test_requests_without_a_skill_are_routed(daemon_factory: DaemonFactory, nc: Client,

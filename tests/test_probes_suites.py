@@ -21,10 +21,12 @@ from probes.suites import (
     Suite,
     SuiteError,
     Template,
+    apply_template,
     load_suite,
     load_suites,
     render,
     shipped_suite_files,
+    template_catalog,
 )
 
 SUITES = {s.name: s for s in load_suites()}
@@ -253,6 +255,65 @@ def test_render_with_and_without_template() -> None:
     assert render(probe, Template("bare")) == [Message("user", probe.prompt)]
     with pytest.raises(KeyError, match="has no template 'nope' \\(it has: plain, json, reasoning\\)"):
         SUITES["arithmetic"].template("nope")
+
+
+def test_apply_template_puts_the_system_prompt_first_and_keeps_the_requests_own() -> None:
+    request = (Message("system", "Be brief."), Message("user", "What is 2+3?"))
+    out = apply_template(request, Template("t", system="You are a tutor.", suffix="  Number only.\n"))
+    assert out == (Message("system", "You are a tutor."), Message("system", "Be brief."),
+                   Message("user", "What is 2+3?\n\nNumber only."))
+    assert request == (Message("system", "Be brief."), Message("user", "What is 2+3?"))  # untouched
+
+
+def test_apply_template_suffixes_the_last_user_message_only() -> None:
+    request = [Message("user", "first  "), Message("assistant", "ok"), Message("user", "second \n"),
+               Message("assistant", "prefill")]
+    out = apply_template(request, Template("t", suffix="Answer: <n>"))
+    assert out == (Message("user", "first  "), Message("assistant", "ok"),
+                   Message("user", "second\n\nAnswer: <n>"), Message("assistant", "prefill"))
+
+
+def test_apply_template_without_a_user_message_adds_one() -> None:
+    out = apply_template([Message("system", "s")], Template("t", system="sys", suffix="Do it."))
+    assert out == (Message("system", "sys"), Message("system", "s"), Message("user", "Do it."))
+    assert apply_template([Message("system", "s")], Template("t", suffix=" \n")) == (Message("system", "s"),)
+
+
+def test_apply_template_none_and_empty_leave_messages_as_they_are() -> None:
+    request = [Message("system", "s"), Message("user", "u")]
+    assert apply_template(request, None) == tuple(request)
+    assert isinstance(apply_template(request, None), tuple)
+    assert apply_template(request, Template("bare")) == tuple(request)
+    assert apply_template([], None) == ()
+
+
+def suite(name: str, skill: str, *templates: Template, path: str | None = None) -> Suite:
+    return Suite(name, skill, (), templates, path=path)
+
+
+def test_template_catalog_unions_and_deduplicates_per_skill() -> None:
+    a, b, c = Template("a", suffix="A."), Template("b", system="B"), Template("c", suffix="C.")
+    catalog = template_catalog([suite("one", "math", a, b), suite("two", "code", c),
+                                suite("three", "math", b, c), suite("four", "format")])
+    assert catalog == {"math": (a, b, c), "code": (c,)}  # "format" has none: absent
+    assert template_catalog([]) == {}
+    shipped = template_catalog(list(SUITES.values()))
+    assert set(shipped) == {s.skill for s in SUITES.values()}
+    assert [t.name for t in shipped["math"]] == ["plain", "json", "reasoning"]
+
+
+def test_template_catalog_refuses_one_name_for_two_templates_of_a_skill() -> None:
+    one = suite("one", "math", Template("plain", suffix="Number only."), path="/s/one.toml")
+    two = suite("two", "math", Template("plain", suffix="Digits only."))
+    with pytest.raises(SuiteError) as err:
+        template_catalog([one, two])
+    message = str(err.value)
+    assert ("suite 'one' (/s/one.toml) and suite 'two' both define template 'plain' "
+            "for skill 'math'") in message
+    assert "rename one" in message
+    # the same name in another skill is another template
+    other = suite("two", "code", Template("plain", suffix="Digits only."))
+    assert len(template_catalog([one, other])) == 2
 
 
 # ------------------------------------------------------------------ directories and errors
