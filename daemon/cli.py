@@ -153,6 +153,9 @@ def _show(recipe: Recipe) -> str:
     for skill, row in sorted(recipe.weights.items()):
         lines.append("  " + skill[:12].ljust(12)
                      + "".join(f"{row.get(p, float('nan')):15.3f}" for p in providers))
+    for skill, chosen in sorted(recipe.templates.items()):
+        lines.append(f"  templates {skill}: "
+                     + ", ".join(f"{p} -> {name}" for p, name in sorted(chosen.items())))
     return "\n".join(lines)
 
 
@@ -184,7 +187,8 @@ async def cmd_recipe(args: argparse.Namespace) -> int:
         elif args.action == "import":
             imported = Recipe.from_toml(Path(args.file).read_text())
             new = await store.write_new_version(imported.name, lambda cur: cur.successor(
-                weights=imported.weights, strategy=imported.strategy, answer=imported.answer,
+                weights=imported.weights, templates=imported.templates,
+                strategy=imported.strategy, answer=imported.answer,
                 min_weight=imported.min_weight, explore=imported.explore, reason="manual",
                 fitness=None, baseline_fitness=None))
             print(f"recipe {new.name} is now v{new.version} (imported from {args.file})")

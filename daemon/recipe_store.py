@@ -177,10 +177,10 @@ class RecipeStore:
                 raise RecipeError(f"recipe {name!r} has no version {target} in its history "
                                   f"(versions kept: {have})")
             old = history[target]
-            return current.successor(weights=old.weights, strategy=old.strategy,
-                                     answer=old.answer, min_weight=old.min_weight,
-                                     explore=old.explore, reason="rollback", fitness=None,
-                                     baseline_fitness=None)
+            return current.successor(weights=old.weights, templates=old.templates,
+                                     strategy=old.strategy, answer=old.answer,
+                                     min_weight=old.min_weight, explore=old.explore,
+                                     reason="rollback", fitness=None, baseline_fitness=None)
 
         return await self.write_new_version(name, make)
 

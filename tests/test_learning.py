@@ -87,20 +87,25 @@ async def test_rollback_restores_and_announces(daemon_factory: DaemonFactory, nc
     store = RecipeStore(nc, "alchemist")
     await store.open(create=False)
     await store.write_new_version("default", lambda cur: cur.successor(
-        weights={"*": {"a": 0.9, "b": 0.1}}, reason="manual"))
+        weights={"*": {"a": 0.9, "b": 0.1}}, templates={"math": {"a": "json"}}, reason="manual"))
     url = nats_server.url
+    assert await asyncio.to_thread(main, ["recipe", "show", "--url", url]) == 0
+    assert "templates math: a -> json" in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["recipe", "rollback", "default", "--url", url]) == 0
     await until(lambda: d.recipes is not None and d.recipes.get("default").version == 3)  # type: ignore[union-attr]
     restored = d.recipes.get("default")  # type: ignore[union-attr]
     assert restored.reason == "rollback" and restored.weights["*"] == {"a": 1.0, "b": 1.0}
+    assert restored.templates == {}  # v1 had none: the rollback restores that too
     await until(lambda: any(e["version"] == 3 and e["reason"] == "rollback" for e in events))
     # export -> edit -> import round trip, through the CLI
     out = tmp_path / "r.toml"
     assert await asyncio.to_thread(main, ["recipe", "export", "--url", url, "-o", str(out)]) == 0
-    out.write_text(out.read_text().replace("a = 1.0", "a = 0.25"))
+    out.write_text(out.read_text().replace("a = 1.0", "a = 0.25")
+                   + '\n[templates.math]\nb = "reasoning"\n')
     assert await asyncio.to_thread(main, ["recipe", "import", str(out), "--url", url]) == 0
     await until(lambda: d.recipes.get("default").version == 4)  # type: ignore[union-attr]
     assert d.recipes.get("default").weights["*"]["a"] == 0.25  # type: ignore[union-attr]
+    assert d.recipes.get("default").templates == {"math": {"b": "reasoning"}}  # type: ignore[union-attr]
     assert await asyncio.to_thread(main, ["recipe", "history", "--url", url]) == 0
     history = capsys.readouterr().out
     assert "v1" in history and "rollback" in history and "manual" in history
