@@ -14,7 +14,7 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +28,7 @@ from nats.micro.service import Service
 from adapters import Provider, ProviderSpec, build_provider, make_session, resolve_api_key
 from daemon import __version__
 from daemon.broker import EmbeddedNats, connect, redact_url
-from daemon.config import Config, ProviderConfig, load_config
+from daemon.config import Config, ConfigError, ProviderConfig, load_config
 from daemon.evolver import Evolver
 from daemon.experience import ExperienceIndex
 from daemon.feedback import FeedbackConsumer
@@ -44,6 +44,20 @@ from probes.router import SkillRouter
 from probes.suites import Template, load_suites, template_catalog
 
 log = structlog.get_logger("alchemist")
+
+
+def check_templates(cfg: Config, catalog: Mapping[str, Sequence[Template]]) -> None:
+    """Every template a configured recipe names must be one of its skill's suites'."""
+    for name, recipe in cfg.recipes.items():
+        for skill, row in recipe.templates.items():
+            known = [t.name for t in catalog.get(skill, ())]
+            for provider, template in row.items():
+                if template not in known:
+                    raise ConfigError(
+                        f"recipes.{name}.templates.{skill}.{provider}: no probe suite of skill "
+                        f"{skill!r} defines a template {template!r} (it has: "
+                        f"{', '.join(known) or 'none'}; a template with neither 'system' nor "
+                        "'suffix' is the same as none and is left out)")
 
 
 def provider_spec(p: ProviderConfig) -> ProviderSpec:
@@ -103,6 +117,7 @@ class Daemon:
         # suites first: a bad suite file stops start-up before anything connects
         suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
         self.templates = template_catalog(suites)
+        check_templates(cfg, self.templates)
         if cfg.nats.embedded:
             self.embedded = EmbeddedNats(cfg.state_dir / "nats", cfg.nats.port)
             self.url = await self.embedded.start()
@@ -130,14 +145,19 @@ class Daemon:
             templates={skill: {t.name: t for t in ts} for skill, ts in self.templates.items()})
         streams, nc, recipes = self.streams, self.nc, self.recipes
 
-        def chosen(skill: str, provider: str) -> str | None:
-            """The prober asks each provider with the templates of the ``default`` recipe."""
+        def use_templates() -> bool:
+            """The prober follows the ``default`` recipe, whose templates apply unless it
+            extracts ``text`` (the service never applies templates there)."""
             recipe = recipes.get("default")
-            return recipe.template(skill, provider) if recipe is not None else None
+            return recipe is not None and recipe.answer.kind != "text"
+
+        def chosen(skill: str, provider: str) -> str | None:
+            recipe = recipes.get("default")
+            return recipe.template(skill, provider) if recipe and use_templates() else None
 
         self.prober = Prober(cfg.probes, suites, lambda: self.service.fanout,  # type: ignore[union-attr]
                              streams.rate, nc.publish, prefix, catalog=self.templates,
-                             chosen=chosen)
+                             chosen=chosen, use_templates=use_templates)
         await self.prober.start()
         self.service.reply_limit = self.nc.max_payload
         if cfg.service.max_payload > self.nc.max_payload:

@@ -380,6 +380,11 @@ def _recipe(name: str, s: _Section, providers: set[str]) -> RecipeConfig:
         row.done()
     wsec.done()
     templates = _templates(s.table("templates"), providers)
+    if templates and answer.kind == "text":
+        raise ConfigError(f"{s.path}.templates: templates need an answer extraction other than "
+                          "text (a template may change the reply's format, and whole texts in "
+                          "another format never agree); set answer = \"number\", \"choice\", "
+                          "\"json:<field>\" or a regex")
     params = s.table("params")
     cfg = RecipeConfig(
         name=name, strategy=s.choice("strategy", "vote", ("vote", "select")), answer=answer,

@@ -9,8 +9,10 @@ compare-and-set and announced. All of the learning maths lives in
 ``optimizers/``; this module only moves data and decisions.
 
 Prompt templates: with a template catalog (``{skill: template names}`` from
-the probe suites), the genome also holds one template gene per skill with
+the probe suites), the ``default`` recipe's genome (when its answers are
+extracted, not ``text``) also holds one template gene per skill with
 templates and provider (option 0: no template, ``i``: the ``i``-th name).
+Other recipes learn from the probes as they were asked.
 Probe records say which template each provider was asked with. The weight
 replay counts a probe answer only when it was asked with the incumbent's
 template; every probe answer, and the prober's template trials (extra asks
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
 import time
@@ -71,6 +74,8 @@ class _State:
     last_step: float = 0.0
     generation: int = 0
     seeds: np.random.SeedSequence = field(default_factory=np.random.SeedSequence)
+    #: the template catalog the template genes were built from (JSON; "" for none)
+    layout: str = ""
 
 
 def template_genes(skills: Sequence[str], providers: Sequence[str],
@@ -81,6 +86,13 @@ def template_genes(skills: Sequence[str], providers: Sequence[str],
     current = {(i, j): option(catalog, s, chosen.get(s, {}).get(p))
                for i, s in enumerate(skills) if i in options for j, p in enumerate(providers)}
     return TemplateGenes.build(options, len(providers), {k: max(v, 0) for k, v in current.items()})
+
+
+def templated(recipe: Recipe) -> bool:
+    """Whether a recipe evolves template genes: the ``default`` recipe (the one the prober
+    asks with), when its answers are extracted (under ``text``, a template that changes
+    the format would split the vote; the daemon never applies templates there)."""
+    return recipe.name == "default" and recipe.answer.kind != "text"
 
 
 def option(catalog: Mapping[str, Sequence[str]], skill: str, name: str | None) -> int:
@@ -140,6 +152,8 @@ def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
     # a provider with no extracted answer (zero self-agreement under vote) backed nothing
     answered &= sim[:, np.arange(m), np.arange(m)] > 0
     cost = cost_sum / cost_sum.mean() if cost_sum.sum() > 0 else np.ones(m)
+    # template trials are evidence about templates only, never about the weights
+    weight[[rec.user == TRIAL_USER for rec in records]] = 0.0
     data = Snapshot(skills=tuple(skills), providers=tuple(providers), skill=skill,
                     answered=answered, sim=sim, served=served, reward=reward,
                     propensity=propensity, truth=truth, weight=weight, cost=cost)
@@ -157,14 +171,14 @@ def build_snapshot(records: Sequence[Rated], skills: Sequence[str],
                 opt[r, pos[p]] = option(catalog, e.skill, used[i])
     current = np.zeros((len(skills), m), np.int64)  # option 0 where a skill has no gene
     current[genes.skill, genes.provider] = genes.current
-    trial = np.where(opt >= 0, truth, np.nan).astype(np.float32)
+    # a provider asked with a template and giving no answer (a timeout, an error) failed it
+    trial = np.where(opt >= 0, np.nan_to_num(truth, nan=0.0), np.nan).astype(np.float32)
     probe = np.isnan(reward)  # a probe record has truth instead of a rating
     other = probe[:, None] & (opt != current[skill])  # asked with another template
-    answered = answered & ~other
-    truth = np.where(other, np.nan, truth).astype(np.float32)
-    trial_only = np.asarray([rec.user == TRIAL_USER for rec in records], bool)
-    weight = np.where(trial_only | (probe & ~answered.any(axis=1)), 0.0, weight)
-    return replace(data, answered=answered, truth=truth, weight=weight.astype(np.float32),
+    kept = answered & ~other
+    emptied = answered.any(axis=1) & ~kept.any(axis=1)  # nothing left for the weights
+    return replace(data, answered=kept, truth=np.where(other, np.nan, truth).astype(np.float32),
+                   weight=np.where(emptied, 0.0, weight).astype(np.float32),
                    templates=genes, option=opt, trial=trial)
 
 
@@ -273,11 +287,10 @@ class Evolver:
         self.counts["steps"] += 1
         self.counts["generations"] += self.ecfg.generations
         self.last_gate[name] = decision
-        changed = {s: row for s, row in templates.items() if recipe.templates.get(s) != row}
         log.info("evolver_step", recipe=name, generation=st.generation, ratings=len(records),
                  best_fitness=round(fitness, 4), promote=decision.promote,
                  gain=round(decision.diff, 4), stderr=round(decision.stderr, 4),
-                 reason=decision.reason, **({"templates": changed} if changed else {}))
+                 reason=decision.reason)
         if decision.promote:
             new = recipe.successor(weights=weights, templates=templates, reason="evolved",
                                    fitness=round(decision.candidate, 6),
@@ -285,6 +298,13 @@ class Evolver:
                                    n_ratings=len(records), generation=st.generation)
             if await self.recipes.publish(new, expected_revision=revision):
                 self.counts["promotions"] += 1
+                for skill in sorted(set(templates) | set(recipe.templates)):
+                    before, after = recipe.templates.get(skill, {}), templates.get(skill, {})
+                    for provider in sorted(set(before) | set(after)):
+                        if before.get(provider) != after.get(provider):
+                            log.info("template_adopted", recipe=name, version=new.version,
+                                     skill=skill, provider=provider,
+                                     template=after.get(provider), previous=before.get(provider))
         await asyncio.to_thread(self._save, name, st)
         return decision
 
@@ -292,8 +312,10 @@ class Evolver:
         """Worker thread: snapshot, optimizer step, gate. Touches no shared state but ``st``."""
         seen_skills = {r.experience.skill for r in records} | set(recipe.weights)
         skills = (FALLBACK, *sorted(seen_skills - {FALLBACK}))
+        catalog = self.catalog if templated(recipe) else None
         data = build_snapshot(records, skills, self.providers, self.cfg.probes.weight,
-                              self.catalog, recipe.templates)
+                              catalog, recipe.templates)
+        layout = json.dumps(catalog, sort_keys=True) if catalog else ""
         params = self.params(recipe)
         holdout = split_holdout([r.key for r in records], self.ecfg.holdout_share)
         train, test = data.subset(~holdout), data.subset(holdout)
@@ -301,7 +323,8 @@ class Evolver:
         incumbent = genome_of(recipe, skills, self.providers, data.templates)
         pop = st.population
         rng = np.random.default_rng(st.seeds.spawn(1)[0])
-        if pop is None or skills != st.skills or pop.shape[1] != incumbent.size:
+        if (pop is None or skills != st.skills or pop.shape[1] != incumbent.size
+                or layout != st.layout):  # the genes mean something else now: start afresh
             pop = seed_population(incumbent, train, self.ecfg.population, rng, params)
         else:
             # the evidence grew since the population was seeded: the incumbent and fresh
@@ -332,6 +355,7 @@ class Evolver:
         pick = max(range(len(decisions)),
                    key=lambda i: (decisions[i].promote, decisions[i].diff - decisions[i].stderr))
         st.skills, st.population, st.fitness = skills, result.population, result.fitness
+        st.layout = layout
         st.generation += self.ecfg.generations
         effective = challengers[pick, :w].reshape(len(skills), len(self.providers))
         evolved = {skills[i] for i in data.templates.skill} if data.templates is not None else set()
@@ -353,7 +377,8 @@ class Evolver:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.tmp.npz"
         np.savez(tmp, population=st.population, skills=np.asarray(st.skills),
-                 providers=np.asarray(self.providers), generation=st.generation)
+                 providers=np.asarray(self.providers), generation=st.generation,
+                 layout=np.asarray(st.layout))
         os.replace(tmp, self._path(name))
 
     def _load(self, name: str) -> _State:
@@ -367,6 +392,7 @@ class Evolver:
                     st.population = z["population"].astype(np.float64)
                     st.skills = tuple(z["skills"].tolist())
                     st.generation = int(z["generation"])
+                    st.layout = str(z["layout"]) if "layout" in z else ""
                     log.info("evolver_resumed", recipe=name, generation=st.generation,
                              population=len(st.population))
         except (OSError, KeyError, ValueError) as exc:

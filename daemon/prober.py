@@ -146,8 +146,10 @@ NO_TEMPLATE = "none"  # how "asked without a template" is named in events and ta
 
 
 def summarize(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
-    """One event per provider and suite: passed / total, mean latency, cost, and
-    ``templates``: ``{template: [passed, total]}`` (``"none"``: asked as written)."""
+    """One event per provider and suite: ``passed`` / ``total`` and mean ``latency_ms`` of
+    the probes asked as the recipe says, ``cost`` of every call (template trials too), and
+    ``templates``: ``{template: [passed, total]}`` over probes and trials alike (``"none"``:
+    asked as written)."""
     acc: dict[tuple[str, str], dict[str, float]] = {}
     by_template: dict[tuple[str, str], dict[str, list[int]]] = {}
     skills: dict[str, str] = {}
@@ -157,17 +159,18 @@ def summarize(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
         for o, p, t in zip(r.outcomes, r.passed, used, strict=True):
             row = acc.setdefault((o.name, r.probe.suite),
                                  {"passed": 0, "total": 0, "latency": 0.0, "cost": 0.0})
-            row["total"] += 1
-            row["passed"] += 1 if p else 0
-            row["latency"] += o.latency_ms
             row["cost"] += (o.result.usage.cost or 0.0) if o.result else 0.0
+            if not r.trial:
+                row["total"] += 1
+                row["passed"] += 1 if p else 0
+                row["latency"] += o.latency_ms
             cell = by_template.setdefault((o.name, r.probe.suite), {}).setdefault(
                 t or NO_TEMPLATE, [0, 0])
             cell[0] += 1 if p else 0
             cell[1] += 1
     return [{"provider": prov, "suite": suite, "skill": skills[suite],
              "passed": int(v["passed"]), "total": int(v["total"]),
-             "latency_ms": round(v["latency"] / v["total"], 1), "cost": round(v["cost"], 6),
+             "latency_ms": round(v["latency"] / max(1, v["total"]), 1), "cost": round(v["cost"], 6),
              "templates": by_template[(prov, suite)]}
             for (prov, suite), v in sorted(acc.items())]
 
@@ -180,13 +183,16 @@ class Prober:
                  publish: Callable[[str, bytes], object], prefix: str,
                  rng: random.Random | None = None, *,
                  catalog: Mapping[str, Sequence[Template]] | None = None,
-                 chosen: Callable[[str, str], str | None] | None = None) -> None:
+                 chosen: Callable[[str, str], str | None] | None = None,
+                 use_templates: Callable[[], bool] | None = None) -> None:
         """``catalog``: each skill's templates; ``chosen(skill, provider)``: the template
-        the probing recipe sends that provider (None: none)."""
+        the ``default`` recipe sends that provider (None: none); ``use_templates()``:
+        whether that recipe can use templates at all (if not, no trials are spent)."""
         self.cfg = cfg
         self.suites = list(suites)
         self.catalog = {s: tuple(ts) for s, ts in (catalog or {}).items()}
         self._chosen = chosen or (lambda skill, provider: None)
+        self._use_templates = use_templates or (lambda: bool(self.catalog))
         self._fanout = fanout
         self._record = record
         self._publish = publish
@@ -218,16 +224,19 @@ class Prober:
         names = list(fanout.providers)
         results = []
         for probe in sample(self.suites, self.cfg.sample, self.rng):
-            trials = self.trials(probe.skill, names)
             now = time.monotonic()
-            if not self.budget.allows(len(names) + len(trials), now):
+            if not self.budget.allows(len(names), now):
                 self.counts["skipped_budget"] += 1
                 log.info("probe_skipped", reason="budget", calls_last_hour=self.budget.calls_last_hour)
                 break
-            asked = [(names, {n: self.current(probe.skill, n) for n in names}, PROBE_USER)]
-            if trials:
-                asked.append((list(trials), trials, TRIAL_USER))
+            trials = self.trials(probe.skill, names)
+            if not self.budget.allows(len(names) + len(trials), now):
+                trials = {}  # the probe itself comes first
+            asked = [(names, {n: self.current(probe.skill, n) for n in names}, PROBE_USER),
+                     (list(trials), trials, TRIAL_USER)]
             for who, templates, user in asked:
+                if not who:
+                    continue
                 result = await probe_providers(fanout, who, probe, self.cfg.timeout_s, templates)
                 result = replace(result, trial=user == TRIAL_USER)
                 cost = sum((o.result.usage.cost or 0.0) for o in result.outcomes if o.result)
@@ -243,7 +252,9 @@ class Prober:
             if asyncio.iscoroutine(pending):
                 await pending
         self.counts["runs"] += 1
-        log.info("probe_run", probes=len(results), providers=len(names))
+        log.info("probe_run", probes=sum(not r.trial for r in results),
+                 template_trials=sum(len(r.outcomes) for r in results if r.trial),
+                 providers=len(names))
         return results
 
     def current(self, skill: str, provider: str) -> Template | None:
@@ -255,7 +266,7 @@ class Prober:
         """The providers that also try another option of the skill this time, and which."""
         options: list[Template | None] = [None, *self.catalog.get(skill, ())]
         out: dict[str, Template | None] = {}
-        if len(options) < 2:
+        if len(options) < 2 or not self._use_templates():
             return out
         for name in names:
             if self.rng.random() < self.cfg.template_explore:

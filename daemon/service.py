@@ -26,7 +26,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from adapters import ChatRequest, Provider
 from daemon.config import Config
 from daemon.experience import Experience
-from daemon.extract import extract
+from daemon.extract import AnswerSpec, extract
 from daemon.fanout import DEADLINE, FanOut, Outcome
 from daemon.fusion import Candidate, Fused, fuse
 from daemon.metrics import Metrics
@@ -188,12 +188,16 @@ class InferenceService:
             chosen = [max(row, key=row.__getitem__)]
         return self.fanout.admit(chosen), row
 
-    def _templates(self, recipe: Recipe, skill: str, hinted: bool,
+    def _templates(self, recipe: Recipe, skill: str, hinted: bool, spec: AnswerSpec,
                    called: Sequence[str]) -> dict[str, Template]:
         """The template of each called provider the recipe names one for, when
-        ``probes.apply_templates`` allows it for a hinted or routed skill."""
+        ``probes.apply_templates`` allows it for a hinted or routed skill.
+
+        Never under ``text`` extraction: a template may change the reply's format
+        (``Answer: 14`` for ``14``), and whole texts in another format never agree.
+        """
         mode = self.cfg.probes.apply_templates
-        if mode == "never" or (mode == "hinted" and not hinted):
+        if mode == "never" or (mode == "hinted" and not hinted) or spec.kind == "text":
             return {}
         catalog = self.templates.get(skill, {})
         out: dict[str, Template] = {}
@@ -251,7 +255,7 @@ class InferenceService:
         deadline = started + deadline_ms / 1000.0
         chat = ChatRequest(messages=request.messages, max_tokens=request.max_tokens,
                            temperature=request.temperature, hops=hops)
-        templates = self._templates(recipe, skill, request.skill is not None, called)
+        templates = self._templates(recipe, skill, request.skill is not None, spec, called)
         chats = {p: dataclasses.replace(chat, messages=apply_template(request.messages, templates[p]))
                  if p in templates else chat for p in called}
         keys: dict[str, str | None] = {}

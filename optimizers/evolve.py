@@ -14,9 +14,10 @@ elitism):
   per generation; kept for comparison in ``benchmarks/evolver.py``.
 
 Template genes (:mod:`optimizers.templates`), when the snapshot has them,
-follow the weights: whole numbers, categorical (PyGAD's ``gene_space`` lists
-and ``gene_categorical``), copied whole by crossover, and mutated by jumping
-to another option at random at the same rate.
+follow the weights: whole numbers, copied whole by uniform crossover, and
+mutated (by our vectorised mutation, at the same rate) by jumping to any other
+option alike. PyGAD gets their option lists as ``gene_space`` and marks them
+``gene_categorical``, which only its own operators (not used here) consult.
 
 Whatever the GA reports, the final population is re-scored here with
 :meth:`Replay.fitness` against the step's snapshot, and ``best`` comes from

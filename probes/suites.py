@@ -111,11 +111,14 @@ def template_catalog(suites: Sequence[Suite]) -> dict[str, tuple[Template, ...]]
     order, each name once. Skills without templates are left out.
 
     One name must mean one template within a skill: the same name with another
-    ``system`` or ``suffix`` in two suites of a skill raises :class:`SuiteError`.
+    ``system`` or ``suffix`` in two suites of a skill raises :class:`SuiteError`. A
+    template with neither is the same as none (the prompt as written) and is left out.
     """
     found: dict[str, dict[str, tuple[Template, Suite]]] = {}
     for suite in suites:
         for template in suite.templates:
+            if not template.system and not template.suffix.strip():
+                continue
             seen = found.setdefault(suite.skill, {})
             first = seen.get(template.name)
             if first is None:

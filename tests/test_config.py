@@ -61,6 +61,8 @@ def test_defaults_are_embedded_and_valid() -> None:
     ({"probes": {"template_explore": 1.5}}, "probes.template_explore must be between 0.0 and 1.0"),
     ({"probes": {"template_explore": -0.1}}, "probes.template_explore must be between 0.0 and 1.0"),
     ({"probes": {"template_explore": "some"}}, "probes.template_explore must be a number"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"a": "plain"}}}}},
+     "recipes.default.templates: templates need an answer extraction other than text"),
     ({"probes": {"apply_templates": "always"}},
      "probes.apply_templates must be one of hinted, routed, never; got 'always'"),
     ({"probes": {"apply_templates": True}}, "probes.apply_templates must be a string, got a boolean"),
@@ -79,7 +81,8 @@ def test_recipe_templates_and_probe_template_keys() -> None:
     b = {**PROVIDER, "name": "b"}
     cfg = parse_config({
         "providers": [PROVIDER, b],
-        "recipes": {"default": {"templates": {"math": {"a": "reasoning", "b": "plain"},
+        "recipes": {"default": {"answer": "number",
+                                "templates": {"math": {"a": "reasoning", "b": "plain"},
                                               "code-2.x": {"b": "json_v2.1"}}}},
         "probes": {"template_explore": 0, "apply_templates": "routed"},
     })
@@ -99,6 +102,9 @@ name = "a"
 kind = "openai"
 base_url = "http://127.0.0.1:1/v1"
 model = "m"
+
+[recipes.default]
+answer = "number"
 
 [recipes.default.templates.math]
 a = "reasoning"

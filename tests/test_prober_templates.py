@@ -11,12 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from nats.aio.client import Client
 
-from daemon.config import ProbesConfig
-from daemon.experience import PROBE_USER, TRIAL_USER
+from daemon.config import ProbesConfig, RecipeConfig
+from daemon.evolver import build_snapshot, genome_of, templates_of
+from daemon.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
 from daemon.prober import Prober, accuracy_table, summarize
+from daemon.recipes import initial_recipe
+from optimizers.templates import TemplateStats
 from probes.suites import load_suites, template_catalog
 from tests.conftest import DaemonFactory, infer
 from tests.fakes import Behaviour, FakeOpenAI
@@ -64,7 +68,7 @@ def arithmetic() -> list[Any]:
 async def test_the_template_gene_picks_the_template_a_provider_follows(
         daemon_factory: DaemonFactory, nc: Client, fleet: FakeOpenAI) -> None:
     d = await daemon_factory(
-        models=["strict", "steady"],
+        models=["strict", "steady"], recipes={"default": {"answer": "number"}},
         probes={"sample": 16, "template_explore": 0.75, "calls_per_hour": 10_000},
         evolver={"min_ratings": 5, "min_new_ratings": 10_000, "interval_s": 1e6})
     assert d.prober is not None and d.evolver is not None and d.recipes is not None
@@ -125,7 +129,7 @@ async def test_probe_records_and_events_say_which_template(
         events.append(json.loads(msg.data))
 
     await nc.subscribe("alchemist.probes.results", cb=on_event)
-    d = await daemon_factory(models=["strict", "steady"],
+    d = await daemon_factory(models=["strict", "steady"], recipes={"default": {"answer": "number"}},
                              probes={"sample": 16, "template_explore": 1.0})
     assert d.prober is not None
     d.prober.suites = arithmetic()
@@ -142,8 +146,9 @@ async def test_probe_records_and_events_say_which_template(
     assert all(set(r.experience.templates) <= names and r.experience.templates for r in trials)
     await until(lambda: len(events) == 2)
     strict = next(e for e in events if e["provider"] == "strict")
-    assert strict["total"] == 32 and set(strict["templates"]) <= names | {"none"}
-    assert strict["templates"]["none"] == [0, 16]
+    assert strict["total"] == 16  # the probes as the recipe asks them; trials only by template
+    assert set(strict["templates"]) <= names | {"none"} and strict["templates"]["none"] == [0, 16]
+    assert sum(n for _, n in strict["templates"].values()) == 32
     assert summarize(results) == sorted(events, key=lambda e: e["provider"])
 
 
@@ -185,3 +190,59 @@ async def test_probe_run_cli_compares_templates(tmp_path: Path, fleet: FakeOpenA
     assert strict[1:] == ["0/16", "0/16", "0/16", "16/16"]
     assert re.search(r"strict: math -> reasoning \(100%\)", out)
     assert re.search(r"steady: math -> none \(62%\)", out)  # alike everywhere: the first
+
+
+async def test_no_trials_for_a_recipe_that_extracts_text(
+        daemon_factory: DaemonFactory, fleet: FakeOpenAI) -> None:
+    # the default recipe extracts text: templates never apply to it, so none are measured
+    d = await daemon_factory(models=["strict", "steady"], probes={"sample": 8, "template_explore": 1.0})
+    assert d.prober is not None
+    d.prober.suites = arithmetic()
+    results = await d.prober.run_once()
+    assert len(results) == 8 and not any(r.trial for r in results)
+    assert d.prober.counts["template_trials"] == 0
+
+
+def probe_record(templates: tuple[str | None, ...] | None, truth: tuple[float | None, ...],
+                 user: str = PROBE_USER, skill: str = "math") -> Rated:
+    answered = tuple(t is not None for t in truth)
+    exp = Experience(request_id=f"p{random.random()}", recipe=PROBES_KEY, version=0, skill=skill,
+                     strategy="vote", providers=("a", "b"), answered=answered,
+                     answers=tuple("1" if ok else None for ok in answered),
+                     sim=(float(answered[0]), 1.0, 1.0, float(answered[1])), served=0,
+                     templates=templates or ())
+    return Rated(exp, 0, user, 0.0, truth)
+
+
+def test_snapshot_counts_probe_answers_for_the_weights_only_under_the_current_template() -> None:
+    catalog = {"math": ("plain", "json", "reasoning")}
+    records = [
+        probe_record(("reasoning", None), (1.0, 0.0)),  # a: as the recipe says; b: as written
+        probe_record(("plain", None), (0.0, 1.0)),  # a: another template -> a trial only
+        probe_record(None, (1.0, 1.0)),  # written before templates: both as written
+        probe_record(("reasoning", "json"), (1.0, None), TRIAL_USER),  # a trial record
+        probe_record(("gone", None), (1.0, 1.0)),  # a template the suites no longer have
+        probe_record((None, None), (1.0, 0.0), skill="code"),  # a skill without templates
+    ]
+    data = build_snapshot(records, ("*", "code", "math"), ("a", "b"), 3.0, catalog,
+                          {"math": {"a": "reasoning"}})
+    assert data.templates is not None and data.option is not None and data.trial is not None
+    assert data.templates.current.tolist() == [3, 0]  # (math, a) = reasoning, (math, b) = none
+    assert data.option.tolist() == [[3, 0], [1, 0], [0, 0], [3, 2], [-1, 0], [0, 0]]
+    assert data.answered.tolist() == [[True, True], [False, True], [False, True], [True, False],
+                                      [False, True], [True, True]]
+    assert data.weight.tolist() == [3.0, 3.0, 3.0, 0.0, 3.0, 3.0]  # trials never count
+    assert np.isnan(data.truth[1, 0]) and data.truth[1, 1] == 1.0
+    # every probe answer is a trial of its template; no answer under a template is a failure
+    assert data.trial[3].tolist() == [1.0, 0.0] and data.trial[1].tolist() == [0.0, 1.0]
+    stats = TemplateStats.of(data)
+    assert stats is not None
+    assert stats.asked.tolist() == [[1, 1, 0, 2], [4, 0, 1, 0]]  # unknown names are no trials
+    genome = genome_of(initial_recipe(RecipeConfig("default"), ["a", "b"]), data.skills, data.providers,
+                       data.templates)
+    assert genome[-2:].tolist() == [3.0, 0.0]
+    genome[-2:] = [2, 3]
+    assert templates_of(genome, data, catalog) == {"math": {"a": "json", "b": "reasoning"}}
+    # a recipe without template genes counts every probe answer, and still no trial record
+    plain = build_snapshot(records, ("*", "code", "math"), ("a", "b"), 3.0)
+    assert plain.templates is None and plain.weight.tolist() == [3.0] * 3 + [0.0] + [3.0] * 2

@@ -16,7 +16,7 @@ from nats.aio.client import Client
 from adapters import ChatRequest, Message, ProviderSpec, build_provider, make_session
 from daemon.app import Daemon
 from daemon.cli import main
-from daemon.config import parse_config
+from daemon.config import ConfigError, parse_config
 from daemon.experience import Experience, Rated, pack, unpack
 from daemon.fanout import FanOut
 from daemon.recipe_store import RecipeStore
@@ -25,6 +25,7 @@ from daemon.service import MAX_WARNED
 from probes.suites import load_suites
 from tests.conftest import DaemonFactory, infer
 from tests.fakes import Behaviour, FakeOpenAI
+from tests.test_feedback import until
 
 SUITES = {s.name: s for s in load_suites()}
 REASONING = SUITES["arithmetic"].template("reasoning")
@@ -71,7 +72,7 @@ def test_initial_recipe_copies_the_configured_templates() -> None:
     cfg = parse_config({
         "providers": [{"name": n, "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": n}
                       for n in ("a", "b")],
-        "recipes": {"default": {"templates": {"math": {"a": "reasoning"}}}},
+        "recipes": {"default": {"answer": "number", "templates": {"math": {"a": "reasoning"}}}},
     })
     recipe = initial_recipe(cfg.recipes["default"], ["a", "b"])
     assert recipe.templates == {"math": {"a": "reasoning"}}
@@ -201,7 +202,8 @@ QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 async def test_each_provider_gets_its_template_when_the_mode_allows(
         daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: Client, mode: str) -> None:
     d = await daemon_factory(models=["a", "b"],
-                             recipes={"default": {"templates": {"math": {"a": "reasoning"}}}},
+                             recipes={"default": {"answer": "number",
+                                                  "templates": {"math": {"a": "reasoning"}}}},
                              probes={"apply_templates": mode})
     assert [t.name for t in d.templates["math"]] == ["plain", "json", "reasoning"]
     with_template = mode != "never"
@@ -241,12 +243,24 @@ async def test_each_provider_gets_its_template_when_the_mode_allows(
     assert sent(fake, "a") == sent(fake, "b") == QUESTION
     assert all("template" not in p for p in reply["providers"])
 
+    # a request that extracts text: a template would change the format the vote compares
+    reply = await infer(nc, {"messages": QUESTION, "skill": "math", "answer": {"kind": "text"}})
+    assert sent(fake, "a") == sent(fake, "b") == QUESTION
+    assert all("template" not in p for p in reply["providers"])
+
 
 async def test_unknown_template_is_sent_plain_and_warned_once_per_version(
         daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: Client) -> None:
+    # a configured name must exist (see the config test below); a recipe written to the KV
+    # bucket (an import, or suites changed since) may still name one that doesn't
     d = await daemon_factory(models=["a", "b"], recipes={
-        "default": {"templates": {"math": {"a": "nope", "b": "plain"}}}})
+        "default": {"answer": "number", "templates": {"math": {"b": "plain"}}}})
     assert d.service is not None and d.recipes is not None
+    store = RecipeStore(nc, "alchemist")
+    await store.open(create=False)
+    await store.write_new_version("default", lambda cur: cur.successor(
+        templates={"math": {"a": "nope", "b": "plain"}}, reason="manual"))
+    await until(lambda: d.recipes.get("default").version == 2)  # type: ignore[union-attr]
     question = [{"role": "user", "content": "What is 2+3?"}]
     with structlog.testing.capture_logs() as logs:
         for _ in range(3):
@@ -259,27 +273,21 @@ async def test_unknown_template_is_sent_plain_and_warned_once_per_version(
     warned = [e for e in logs if e["event"] == "template_unknown"]
     assert len(warned) == 1, warned
     assert (warned[0]["recipe"], warned[0]["version"], warned[0]["skill"], warned[0]["template"],
-            warned[0]["log_level"]) == ("default", 1, "math", "nope", "warning")
+            warned[0]["log_level"]) == ("default", 2, "math", "nope", "warning")
     assert warned[0]["known"] == "plain, json, reasoning"
     assert d.service.counts["template_unknown"] == 3
 
     # a new version (through the KV bucket, as the evolver writes it) keeps the templates
     # and warns again, once
-    store = RecipeStore(nc, "alchemist")
-    await store.open(create=False)
     await store.write_new_version("default", lambda cur: cur.successor(reason="manual"))
-    for _ in range(200):
-        current = d.recipes.get("default")
-        if current is not None and current.version == 2:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: d.recipes.get("default").version == 3)  # type: ignore[union-attr]
     current = d.recipes.get("default")
     assert current is not None and current.templates == {"math": {"a": "nope", "b": "plain"}}
     with structlog.testing.capture_logs() as logs:
         for _ in range(2):
             reply = await infer(nc, {"messages": question, "skill": "math"})
-    assert reply["recipe"]["version"] == 2
-    assert [e["version"] for e in logs if e["event"] == "template_unknown"] == [2]
+    assert reply["recipe"]["version"] == 3
+    assert [e["version"] for e in logs if e["event"] == "template_unknown"] == [3]
 
     # the "once" memory is bounded
     recipe = d.recipes.get("default")
@@ -343,3 +351,14 @@ async def test_same_template_in_a_user_suite_is_one_template(tmp_path: Path,
                                            encoding="utf-8")
     d: Daemon = await daemon_factory(models=["a"], probes={"suites_dir": str(suites)})
     assert [t.name for t in d.templates["math"]] == ["plain", "json", "reasoning"]
+
+
+async def test_a_configured_template_no_suite_defines_stops_start_up(
+        daemon_factory: DaemonFactory) -> None:
+    with pytest.raises(ConfigError) as err:
+        await daemon_factory(models=["a", "b"], recipes={
+            "default": {"answer": "number", "templates": {"format": {"a": "plain"}}}})
+    # "plain" of json_format.toml has neither system nor suffix: it is the same as none
+    assert str(err.value).startswith(
+        "recipes.default.templates.format.a: no probe suite of skill 'format' defines a "
+        "template 'plain' (it has: strict;")
