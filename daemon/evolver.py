@@ -343,9 +343,13 @@ class Evolver:
         agreement = np.concatenate([agreement_weights(train, params).ravel(),
                                     stats.best() if stats is not None else []])
         genomes = np.stack([result.best, agreement])
-        if stats is not None:  # a template changes only where its own gain is clear
+        held = TemplateStats.of(test)
+        if stats is not None and held is not None:
+            # a template changes only where its own gain is clear on the training probes
+            # (where it was picked) and again on the held-out ones (which confirm it)
             for genome in genomes:
-                genome[w:] = stats.settle(genome[w:], incumbent[w:], self.ecfg.z)
+                for evidence in (stats, held):
+                    genome[w:] = evidence.settle(genome[w:], incumbent[w:], self.ecfg.z)
         challengers = np.concatenate([effective_weights(genomes[:, :w], skill_counts(data), params)
                                       .reshape(2, -1), genomes[:, w:]], axis=1)
         decisions = [gate(genome, incumbent, test, params, margin=self.ecfg.margin,

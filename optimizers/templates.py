@@ -35,7 +35,8 @@ the evidence::
 The promotion gate tests the same difference on held-out probes, with its
 binomial standard error (:func:`template_delta`), and a candidate's template
 gene changes only where its own gain clears the gate's ``z``
-(:meth:`TemplateStats.settle`). Once a new template is adopted, the probes
+(:meth:`TemplateStats.settle`; the evolver asks it of the training probes and
+again of the held-out ones). Once a new template is adopted, the probes
 asked with it teach the weights how that provider answers with it.
 """
 

@@ -89,8 +89,8 @@ async def test_probes_alone_earn_a_prior_recipe(daemon_factory: DaemonFactory,
     assert d.prober is not None and d.evolver is not None and d.recipes is not None
     d.prober.suites = math_and_code()
     records = 0
-    for _ in range(2):
-        records += len(await d.prober.run_once())  # 32 probes, and some template trials
+    for _ in range(3):
+        records += len(await d.prober.run_once())  # 32 probes each
     await until(lambda: d.index.rated_total["*probes*"] == records)
     decision = await d.evolver.maybe_step("default", force=True)
     assert decision is not None and decision.promote, decision
