@@ -199,8 +199,7 @@ def templates_of(genome: np.ndarray, data: Snapshot,
     genes = data.templates
     if genes is None:
         return out
-    chosen = genes.clip(np.asarray(genome, np.float64)[None, data.n_weights :])[0].astype(int)
-    for k, opt in enumerate(chosen):
+    for k, opt in enumerate(genes.chosen(np.asarray(genome)[data.n_weights :])):
         if opt > 0:
             skill = data.skills[genes.skill[k]]
             out.setdefault(skill, {})[data.providers[genes.provider[k]]] = catalog[skill][opt - 1]

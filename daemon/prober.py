@@ -59,6 +59,11 @@ class ProbeResult:
     #: an extra ask with other templates than the recipe's (see the module docstring)
     trial: bool = False
 
+    @property
+    def asked_with(self) -> tuple[str | None, ...]:
+        """The template of each outcome's provider (None for every one when not recorded)."""
+        return self.templates or (None,) * len(self.outcomes)
+
 
 class Budget:
     """Calls per hour and USD per day, over sliding windows (bounded memory)."""
@@ -155,8 +160,7 @@ def summarize(results: Sequence[ProbeResult]) -> list[dict[str, object]]:
     skills: dict[str, str] = {}
     for r in results:
         skills[r.probe.suite] = r.probe.skill
-        used = r.templates or (None,) * len(r.outcomes)
-        for o, p, t in zip(r.outcomes, r.passed, used, strict=True):
+        for o, p, t in zip(r.outcomes, r.passed, r.asked_with, strict=True):
             row = acc.setdefault((o.name, r.probe.suite),
                                  {"passed": 0, "total": 0, "latency": 0.0, "cost": 0.0})
             row["cost"] += (o.result.usage.cost or 0.0) if o.result else 0.0
@@ -285,8 +289,7 @@ def accuracy_table(results: Sequence[ProbeResult], *, by_template: bool = False
     the columns are ``skill/template`` (``skill/none``: asked as written)."""
     table: dict[str, dict[str, tuple[int, int]]] = {}
     for r in results:
-        used = r.templates or (None,) * len(r.outcomes)
-        for o, p, t in zip(r.outcomes, r.passed, used, strict=True):
+        for o, p, t in zip(r.outcomes, r.passed, r.asked_with, strict=True):
             column = f"{r.probe.skill}/{t or NO_TEMPLATE}" if by_template else r.probe.skill
             passed, total = table.setdefault(o.name, {}).get(column, (0, 0))
             table[o.name][column] = (passed + (1 if p else 0), total + 1)

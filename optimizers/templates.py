@@ -97,6 +97,11 @@ class TemplateGenes:
         out: FloatArray = np.clip(np.rint(genes), 0, self.options - 1).astype(np.float64)
         return out
 
+    def chosen(self, genes: FloatArray) -> IntArray:
+        """One genome's template genes (K,) as option indices."""
+        out: IntArray = self.clip(np.asarray(genes, np.float64)[None, :])[0].astype(np.int64)
+        return out
+
     def mutate(self, genes: FloatArray, uniform: FloatArray, hit: BoolArray) -> FloatArray:
         """Where ``hit``, replace a gene by one of its *other* options (``uniform`` in [0, 1)).
 
@@ -175,6 +180,15 @@ class TemplateStats:
         out: FloatArray = (chosen - base[None, :]) @ self.coefficient(share, n_providers)
         return out
 
+    def contrast(self, candidate: FloatArray, incumbent: FloatArray
+                 ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
+        """Per gene: both genomes' options, the candidate's measured gain over the
+        incumbent's, and the variance of that gain."""
+        rows = np.arange(self.genes.n)
+        cand, inc = self.genes.chosen(candidate), self.genes.chosen(incumbent)
+        acc, var = self.accuracy(), self.variance()
+        return cand, inc, acc[rows, cand] - acc[rows, inc], var[rows, cand] + var[rows, inc]
+
     def settle(self, candidate: FloatArray, incumbent: FloatArray, z: float) -> FloatArray:
         """The candidate's template genes, each kept only where its own measured gain over
         the incumbent's option clears ``z`` standard errors; the others revert.
@@ -183,13 +197,8 @@ class TemplateStats:
         (no template, unless one was adopted on evidence): neutral drift of a
         search never changes what a provider is sent.
         """
-        rows = np.arange(self.genes.n)
-        cand = self.genes.clip(np.asarray(candidate, np.float64)[None, :])[0].astype(np.int64)
-        inc = self.genes.clip(np.asarray(incumbent, np.float64)[None, :])[0].astype(np.int64)
-        acc, var = self.accuracy(), self.variance()
-        gain = acc[rows, cand] - acc[rows, inc]
-        clear = gain - z * np.sqrt(var[rows, cand] + var[rows, inc]) > 0
-        out: FloatArray = np.where(clear, cand, inc).astype(np.float64)
+        cand, inc, gain, var = self.contrast(candidate, incumbent)
+        out: FloatArray = np.where(gain - z * np.sqrt(var) > 0, cand, inc).astype(np.float64)
         return out
 
 
@@ -201,11 +210,6 @@ def template_delta(stats: TemplateStats, candidate: FloatArray, incumbent: Float
     """
     if not stats.genes.n:
         return 0.0, 0.0
-    rows = np.arange(stats.genes.n)
-    cand = stats.genes.clip(np.asarray(candidate, np.float64)[None, :])[0].astype(np.int64)
-    inc = stats.genes.clip(np.asarray(incumbent, np.float64)[None, :])[0].astype(np.int64)
+    cand, inc, gain, var = stats.contrast(candidate, incumbent)
     coef = stats.coefficient(share, n_providers) * (cand != inc)
-    acc, var = stats.accuracy(), stats.variance()
-    diff = float(coef @ (acc[rows, cand] - acc[rows, inc]))
-    variance = float((coef**2) @ (var[rows, cand] + var[rows, inc]))
-    return diff, variance
+    return float(coef @ gain), float((coef**2) @ var)
