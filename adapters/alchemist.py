@@ -20,11 +20,8 @@ import aiohttp
 import nats.errors
 from nats.aio.client import Client
 
-from .base import ChatRequest, ChatResult, ProviderSpec, Usage
+from .base import HOPS_HEADER, MAX_HOPS, ChatRequest, ChatResult, ProviderSpec, Usage
 from .errors import ProviderBadResponse, ProviderTimeout, ProviderUnavailable
-
-HOPS_HEADER = "Alchemist-Hops"  # daemon.wire refuses requests past MAX_HOPS
-MAX_HOPS = 4
 
 
 class AlchemistAdapter:

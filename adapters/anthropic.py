@@ -4,7 +4,7 @@
 with ``x-api-key`` and ``anthropic-version`` headers. System turns go to the
 top-level ``system`` field, ``max_tokens`` is always sent (the API requires
 it), and the answer is the ``text`` of the ``content`` blocks, joined. A 529
-("overloaded") is a 5xx and so :class:`adapters.errors.ProviderUnavailable`.
+("overloaded") is a 5xx and so :class:`alchemist.adapters.errors.ProviderUnavailable`.
 Anthropic returns no token log-probabilities; ``logprob`` is always None.
 """
 
@@ -84,7 +84,7 @@ def _parse(body: bytes) -> Answer | str:
 # --- the adapter ----------------------------------------------------------------------
 
 class AnthropicAdapter(JsonAdapter):
-    """A :class:`adapters.base.Provider` for the Anthropic Messages API."""
+    """A :class:`alchemist.adapters.base.Provider` for the Anthropic Messages API."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
         headers = {"anthropic-version": ANTHROPIC_VERSION}

@@ -2,7 +2,7 @@
 
 An adapter turns a :class:`ChatRequest` into one HTTP (or NATS) call in its
 provider's dialect and returns a :class:`ChatResult`, or raises one of the
-errors in :mod:`adapters.errors`. Adapters hold no global state; they share
+errors in :mod:`alchemist.adapters.errors`. Adapters hold no global state; they share
 one ``aiohttp.ClientSession`` owned by the daemon.
 """
 
@@ -43,6 +43,11 @@ class Message:
 
     role: str
     content: str
+
+
+#: header carrying how many alchemists a request has crossed; a daemon refuses it past MAX_HOPS
+HOPS_HEADER = "Alchemist-Hops"
+MAX_HOPS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +121,7 @@ class Provider(Protocol):
     ``complete`` must return before ``deadline`` (an absolute
     ``asyncio`` loop time): retries stop early enough, and the last attempt's
     timeout is clipped to what is left. It raises only
-    :class:`adapters.errors.ProviderError` subclasses (and lets
+    :class:`alchemist.adapters.errors.ProviderError` subclasses (and lets
     ``CancelledError`` through untouched).
     """
 

@@ -6,7 +6,7 @@
 ``contents`` with roles ``user`` / ``model``; system turns become
 ``systemInstruction``. The answer is ``candidates[0].content.parts[*].text``; a
 response with no candidates was blocked and is a
-:class:`adapters.errors.ProviderBadResponse` naming the block reason.
+:class:`alchemist.adapters.errors.ProviderBadResponse` naming the block reason.
 
 Google puts two things in error bodies that the status does not say: the
 retry delay of a 429 (``google.rpc.RetryInfo``) and an invalid key (HTTP 400
@@ -155,7 +155,7 @@ def _duration_s(value: object) -> float | None:
 # --- the adapter ----------------------------------------------------------------------
 
 class GeminiAdapter(JsonAdapter):
-    """A :class:`adapters.base.Provider` for Google's Gemini API (``generateContent``)."""
+    """A :class:`alchemist.adapters.base.Provider` for Google's Gemini API (``generateContent``)."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
         headers = {"x-goog-api-key": spec.api_key.reveal()} if spec.api_key is not None else {}

@@ -1,7 +1,7 @@
 """The daemon's one HTTP session, the retry loop, and the POST every JSON dialect makes.
 
 Retries live here, not in the adapters: an adapter supplies one ``attempt``
-(a single HTTP try that raises :mod:`adapters.errors` types) and
+(a single HTTP try that raises :mod:`alchemist.adapters.errors` types) and
 :func:`call_with_retries` decides whether, when and how long to try again,
 inside the request's absolute deadline.
 

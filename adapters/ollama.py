@@ -77,7 +77,7 @@ def _parse(body: bytes) -> Answer | str:
 # --- the adapter ----------------------------------------------------------------------
 
 class OllamaAdapter(JsonAdapter):
-    """A :class:`adapters.base.Provider` for Ollama's native ``/api/chat``."""
+    """A :class:`alchemist.adapters.base.Provider` for Ollama's native ``/api/chat``."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
         super().__init__(spec, session, spec.base_url.rstrip("/") + "/api/chat", bearer(spec),

@@ -1,7 +1,7 @@
 """The OpenAI chat-completions dialect (OpenAI, vLLM, llama.cpp, LM Studio, ...).
 
 ``POST {base_url}/chat/completions`` with ``Authorization: Bearer``. The POST,
-the retries and the translation of failures are :class:`adapters.http.JsonEndpoint`'s;
+the retries and the translation of failures are :class:`alchemist.adapters.http.JsonEndpoint`'s;
 this module holds the dialect: the wire types, the request body and :func:`_parse`.
 """
 
@@ -101,7 +101,7 @@ def _mean_logprob(logprobs: _WireLogprobs | None) -> float | None:
 # --- the adapter ----------------------------------------------------------------------
 
 class OpenAIAdapter(JsonAdapter):
-    """A :class:`adapters.base.Provider` for OpenAI-compatible chat-completions servers."""
+    """A :class:`alchemist.adapters.base.Provider` for OpenAI-compatible chat-completions servers."""
 
     def __init__(self, spec: ProviderSpec, session: aiohttp.ClientSession) -> None:
         super().__init__(spec, session, spec.base_url.rstrip("/") + "/chat/completions",

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from optimizers import FitnessParams, NumpyOptimizer, PygadOptimizer, Replay, Snapshot
-from optimizers.evolve import StepResult
-from optimizers.synthetic import synthetic_snapshot
+from alchemist.optimizers import FitnessParams, NumpyOptimizer, PygadOptimizer, Replay, Snapshot
+from alchemist.optimizers.evolve import StepResult
+from alchemist.optimizers.synthetic import synthetic_snapshot
 
 TICK_S = 0.001
 BUSY_S = 0.0005

@@ -12,7 +12,7 @@ median 20 ms and p99 = 10 x median, ``steady1``/``steady2`` take 20 ms
 fixed; every model gives the same answer to every prompt), the *floor*
 responder (this script with ``--serve-floor``: a queue-group subscription
 that, per request, POSTs to the same providers with aiohttp, gathers them
-and replies with a small JSON), and the daemon (``python -m daemon run -c
+and replies with a small JSON), and the daemon (``python -m alchemist.daemon run -c
 cfg``, evolver off, recipes ``f3``, ``f8`` and ``tail`` selecting the
 providers by weight). The load generator is a nats-py client in this
 process sending JSON with ``Content-Type: application/json``.
@@ -62,11 +62,11 @@ from fanout_report import Sample, added_latency, pct, print_table, targets
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-import daemon as daemon_pkg
-from adapters.base import Message
-from daemon.broker import EmbeddedNats
-from daemon.config import parse_config
-from daemon.sim.replay import Latency, RecordedAnswer, ReplayItem, ReplayServer, ReplaySet
+import alchemist.daemon as daemon_pkg
+from alchemist.adapters.base import Message
+from alchemist.daemon.config import parse_config
+from alchemist.daemon.sim.replay import Latency, RecordedAnswer, ReplayItem, ReplayServer, ReplaySet
+from alchemist.daemon.storage.broker import EmbeddedNats
 
 #: the source tree the children run from: where ``daemon`` was imported from (PYTHONPATH wins)
 ROOT = Path(daemon_pkg.__file__).resolve().parents[1]
@@ -411,7 +411,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         cfg = work / "daemon.toml"
         cfg.write_text(tomli_w.dumps(daemon_document(url, providers_url, work / "state",
                                                      args.daemon_log_level)))
-        daemon = spawn("daemon", ["-m", "daemon", "run", "-c", str(cfg)], work / "daemon.log")
+        daemon = spawn("daemon", ["-m", "alchemist.daemon", "run", "-c", str(cfg)], work / "daemon.log")
         procs.append(daemon)
         await floor.first_line()
         nc = await nats.connect(url, name="fanout-bench")

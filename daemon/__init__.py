@@ -1,3 +1,3 @@
-"""llm-alchemist: the daemon that fuses several LLM providers into one better model."""
-
-__version__ = "0.1.0"
+"""The service: ``serving`` (one request), ``learning`` (ratings, probes, the evolver),
+``storage`` (NATS, streams, the recipe KV, the experience index), ``runtime``
+(config, lifecycle, logs, metrics) and the CLI."""

@@ -1,5 +1,5 @@
-"""``python -m daemon`` is the ``alchemist`` command."""
+"""``python -m alchemist.daemon`` is the ``alchemist`` command."""
 
-from daemon.cli import main
+from alchemist.daemon.cli import main
 
 raise SystemExit(main())

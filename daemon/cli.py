@@ -19,11 +19,11 @@ from typing import Any
 import nats.errors
 import tomli_w
 
-from adapters import SecretError
-from daemon import __version__
-from daemon.broker import BrokerError, connect
-from daemon.config import Config, ConfigError, default_document, load_config
-from daemon.recipes import Recipe, RecipeError
+from alchemist import __version__
+from alchemist.adapters import SecretError
+from alchemist.answers.recipes import Recipe, RecipeError
+from alchemist.daemon.config import Config, ConfigError, default_document, load_config
+from alchemist.daemon.storage.broker import BrokerError, connect
 
 
 class CliError(Exception):
@@ -58,8 +58,8 @@ async def _client(args: argparse.Namespace) -> tuple[Config, Any]:
 # -- verbs ---------------------------------------------------------------------------------------
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    from daemon import logs
-    from daemon.app import run
+    from alchemist.daemon.runtime.app import run
+    from alchemist.daemon.telemetry import logs
 
     cfg = _config(args)
     logs.configure(args.log_level or cfg.service.log_level)
@@ -129,7 +129,7 @@ async def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 async def _with_store(args: argparse.Namespace, fn: Callable[[Any], Awaitable[int]]) -> int:
-    from daemon.recipe_store import RecipeStore
+    from alchemist.daemon.storage.recipe_store import RecipeStore
 
     cfg, nc = await _client(args)
     store = RecipeStore(nc, cfg.service.subject_prefix)
@@ -203,11 +203,11 @@ async def cmd_probe_run(args: argparse.Namespace) -> int:
     With ``--templates``, every probe is asked once per option of its skill (as
     written, then with each template) and the table has a column per template.
     """
-    from adapters import build_provider, make_session
-    from daemon.app import provider_spec
-    from daemon.fanout import FanOut
-    from daemon.prober import accuracy_table, probe_providers
-    from probes.suites import Probe, Template, load_suites, template_catalog
+    from alchemist.adapters import build_provider, make_session
+    from alchemist.daemon.learning.prober import accuracy_table, probe_providers
+    from alchemist.daemon.runtime.app import provider_spec
+    from alchemist.daemon.serving.fanout import FanOut
+    from alchemist.probes.suites import Probe, Template, load_suites, template_catalog
 
     cfg = _config(args)
     suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ask every probe with each of its skill's templates too, one column each")
     pr.set_defaults(fn=cmd_probe_run)
 
-    from daemon.sim.cli import add_sim_verbs
+    from alchemist.daemon.sim.cli import add_sim_verbs
 
     add_sim_verbs(sub)
     return parser

@@ -11,22 +11,32 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from adapters import ADAPTERS
-from daemon.breaker import BreakerPolicy
-from daemon.extract import AnswerSpec
+from alchemist.adapters import ADAPTERS
+from alchemist.answers.extract import AnswerSpec
+from alchemist.answers.recipes import FALLBACK, SUITE_NAME, Recipe
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 #: skills and template names, as probe suites spell them (``probes/suites.py``)
-SUITE_NAME = re.compile(r"^[a-z0-9_.-]+$")
-#: when the daemon renders requests with the recipe's templates (``probes.apply_templates``)
+#: when the daemon renders requests with the recipe's templates (``alchemist.probes.apply_templates``)
 APPLY_TEMPLATES = ("hinted", "routed", "never")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When a breaker opens and how long it stays open."""
+
+    consecutive: int = 5
+    window: int = 50
+    min_volume: int = 20
+    failure_share: float = 0.5
+    cooldown_s: float = 30.0
 
 
 class ConfigError(ValueError):
@@ -190,6 +200,16 @@ class RecipeConfig:
     explore: float = 0.0
     #: ``{skill: {provider: template name}}``: the template of each provider's requests
     templates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def initial(self, providers: Sequence[str]) -> Recipe:
+        """Version 1 of this recipe: uniform weights unless the config gives them."""
+        weights = {skill: dict(row) for skill, row in self.weights.items()}
+        fallback = weights.setdefault(FALLBACK, {})
+        for p in providers:
+            fallback.setdefault(p, 1.0)
+        return Recipe(name=self.name, version=1, strategy=self.strategy, answer=self.answer,
+                      weights=weights, min_weight=self.min_weight, explore=self.explore,
+                      reason="init", templates={s: dict(row) for s, row in self.templates.items()})
 
 
 @dataclass(frozen=True, slots=True)

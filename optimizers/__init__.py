@@ -4,9 +4,9 @@ Nothing here imports NATS, aiohttp or the daemon: the daemon hands in a
 :class:`Snapshot` and a population, and gets back arrays and decisions.
 """
 
-from optimizers.data import Snapshot
-from optimizers.evolve import NumpyOptimizer, Optimizer, PygadOptimizer, StepResult
-from optimizers.fitness import (
+from alchemist.optimizers.data import Snapshot
+from alchemist.optimizers.evolve import NumpyOptimizer, Optimizer, PygadOptimizer, StepResult
+from alchemist.optimizers.fitness import (
     FitnessParams,
     Replay,
     effective_weights,
@@ -15,8 +15,8 @@ from optimizers.fitness import (
     record_values,
     skill_counts,
 )
-from optimizers.gate import GateDecision, gate, split_holdout
-from optimizers.seeding import agreement_weights, seed_population
+from alchemist.optimizers.gate import GateDecision, gate, split_holdout
+from alchemist.optimizers.seeding import agreement_weights, seed_population
 
 __all__ = [
     "FitnessParams",

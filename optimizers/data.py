@@ -23,7 +23,7 @@ weights without calling any provider again:
 * ``weight[n]``         how much the record counts (probe weight, per-user caps)
 * ``cost[m]``           relative cost of calling provider ``m`` (mean 1 over providers)
 
-Optional, for the template genes (:mod:`optimizers.templates`):
+Optional, for the template genes (:mod:`alchemist.optimizers.templates`):
 
 * ``templates``         the genes' layout (which skill and provider each chooses for)
 * ``option[n, m]``      the template option provider ``m`` was asked with on probe
@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from optimizers.templates import TemplateGenes
+    from alchemist.optimizers.templates import TemplateGenes
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]

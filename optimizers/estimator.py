@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizers.data import Float32Array, FloatArray, Snapshot
+from alchemist.optimizers.data import Float32Array, FloatArray, Snapshot
 
 __all__ = ["fit_accuracy", "record_values"]
 

@@ -13,7 +13,7 @@ elitism):
 * :class:`NumpyOptimizer`: the same loop in plain numpy, far less overhead
   per generation; kept for comparison in ``benchmarks/evolver.py``.
 
-Template genes (:mod:`optimizers.templates`), when the snapshot has them,
+Template genes (:mod:`alchemist.optimizers.templates`), when the snapshot has them,
 follow the weights: whole numbers, copied whole by uniform crossover, and
 mutated (by our vectorised mutation, at the same rate) by jumping to any other
 option alike. PyGAD gets their option lists as ``gene_space`` and marks them
@@ -35,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from optimizers.data import FloatArray, Snapshot
-from optimizers.fitness import FitnessParams, Replay
+from alchemist.optimizers.data import FloatArray, Snapshot
+from alchemist.optimizers.fitness import FitnessParams, Replay
 
 __all__ = ["NumpyOptimizer", "Optimizer", "PygadOptimizer", "StepResult"]
 

@@ -29,7 +29,7 @@ Estimator (what a pick is worth)
 ``value[n, m]`` estimates the reward had provider ``m``'s answer been served
 on record ``n``: ground truth on probe records, and on rated records the
 posterior probability that ``m``'s answer is right under a latent-truth
-model of provider accuracies fitted by EM (:mod:`optimizers.estimator`,
+model of provider accuracies fitted by EM (:mod:`alchemist.optimizers.estimator`,
 which documents the model and its assumptions).
 
 Fitness of an individual is the record-weighted mean of ``value[n, pick]``
@@ -38,7 +38,7 @@ with the same record weights (with no records, skills count equally).
 
 Template genes, when the snapshot has them, follow the weights in the genome
 and add the measured accuracy gain of their templates
-(:mod:`optimizers.templates`); the weights are decoded as above.
+(:mod:`alchemist.optimizers.templates`); the weights are decoded as above.
 
 Speed
 -----
@@ -59,9 +59,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizers.data import Float32Array, FloatArray, IntArray, Snapshot
-from optimizers.estimator import record_values
-from optimizers.templates import TemplateStats
+from alchemist.optimizers.data import Float32Array, FloatArray, IntArray, Snapshot
+from alchemist.optimizers.estimator import record_values
+from alchemist.optimizers.templates import TemplateStats
 
 __all__ = [
     "FitnessParams",

@@ -3,7 +3,7 @@
 The gate replays the candidate and the incumbent on the *same* held-out
 records and runs a paired, one-sided z-test on the per-record differences of
 their scores (``value[n, pick]`` minus the per-record cost charge, see
-:mod:`optimizers.fitness`), weighted by record weight::
+:mod:`alchemist.optimizers.fitness`), weighted by record weight::
 
     d_n     = score_candidate[n] - score_incumbent[n]
     diff    = sum_n w_n d_n / sum_n w_n
@@ -11,7 +11,7 @@ their scores (``value[n, pick]`` minus the per-record cost charge, see
     n_eff   = (sum_n w_n)^2 / sum_n w_n^2          (Kish effective sample size)
     promote iff  n >= min_records  and  diff - z * stderr > margin
 
-With template genes (:mod:`optimizers.templates`), the template part of the
+With template genes (:mod:`alchemist.optimizers.templates`), the template part of the
 difference is measured on the held-out probe answers and adds to both::
 
     diff   += sum_k c_k (acc[k, cand_k] - acc[k, inc_k])
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizers.data import BoolArray, FloatArray, Snapshot
-from optimizers.fitness import FitnessParams, Replay
-from optimizers.templates import template_delta
+from alchemist.optimizers.data import BoolArray, FloatArray, Snapshot
+from alchemist.optimizers.fitness import FitnessParams, Replay
+from alchemist.optimizers.templates import template_delta
 
 __all__ = ["GateDecision", "gate", "split_holdout"]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizers.data import FloatArray, Snapshot
-from optimizers.fitness import FitnessParams
-from optimizers.templates import TemplateStats
+from alchemist.optimizers.data import FloatArray, Snapshot
+from alchemist.optimizers.fitness import FitnessParams
+from alchemist.optimizers.templates import TemplateStats
 
 __all__ = ["agreement_weights", "seed_population"]
 

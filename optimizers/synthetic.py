@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from optimizers.data import FloatArray, Snapshot
+from alchemist.optimizers.data import FloatArray, Snapshot
 
 __all__ = ["synthetic_snapshot"]
 

@@ -23,7 +23,7 @@ estimate is per option, so it doesn't matter how often each one was asked.
 
 Fitness term
 ------------
-The weight replay (:mod:`optimizers.fitness`) counts only probe answers asked
+The weight replay (:mod:`alchemist.optimizers.fitness`) counts only probe answers asked
 with the incumbent's templates (``current``): the weights learn how each
 provider answers with what it is sent today. A genome choosing other
 templates gains their measured accuracy difference, counted as if each
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizers.data import BoolArray, FloatArray, IntArray, Snapshot
+from alchemist.optimizers.data import BoolArray, FloatArray, IntArray, Snapshot
 
 __all__ = ["PRIOR", "TemplateGenes", "TemplateStats", "template_delta"]
 

@@ -14,8 +14,8 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Final
 
-from daemon.extract import AnswerSpec
-from probes.checkers import (
+from alchemist.answers.extract import AnswerSpec
+from alchemist.probes.checkers import (
     CHECK_KINDS,
     Checker,
     ChoiceChecker,

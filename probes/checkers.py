@@ -2,7 +2,7 @@
 
 Every checker implements :class:`Checker`: ``check(text) -> CheckResult``, a pure
 function of the text that never raises (provider output is untrusted). Build one
-from a suite's ``check = {kind = ..., ...}`` table with :func:`probes.checker_spec.build_checker`,
+from a suite's ``check = {kind = ..., ...}`` table with :func:`alchemist.probes.checker_spec.build_checker`,
 which validates the table and says in a full sentence which field is wrong.
 
 ``CheckResult.extracted`` is the answer the checker judged, as a short comparable
@@ -10,7 +10,7 @@ key (the canonical number, the choice letter, the normalized text, the compact
 JSON object): the prober records it as the provider's answer.
 
 Checkers read the answer out of the text the way the daemon's extraction does
-(:mod:`daemon.extract`), so the same probe checks right under every template:
+(:mod:`alchemist.answers.extract`), so the same probe checks right under every template:
 "42", "The answer is 42." and ``{"answer": 42}`` all pass ``number`` 42. When the
 probe gives an ``answer`` extraction spec, the checker judges what that spec
 extracts instead (see ``probes/README.md``).
@@ -30,7 +30,7 @@ from typing import ClassVar, Final, Protocol, runtime_checkable
 
 import regex
 
-from daemon.extract import AnswerSpec, canonical_number, extract, normalize_text
+from alchemist.answers.extract import AnswerSpec, canonical_number, extract, normalize_text
 
 CHECK_KINDS: Final[tuple[str, ...]] = (
     "exact", "number", "choice", "regex", "contains", "json", "python_literal",

@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from probes.suites import Suite
+from alchemist.probes.suites import Suite
 
 FALLBACK: Final = "*"
 DEFAULT_THRESHOLD: Final = 0.1

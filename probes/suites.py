@@ -18,10 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Final
 
-from adapters.base import Message
-from daemon.extract import AnswerSpec
-from probes.checker_spec import build_checker
-from probes.checkers import Checker
+from alchemist.adapters.base import Message
+from alchemist.answers.extract import AnswerSpec
+from alchemist.probes.checker_spec import build_checker
+from alchemist.probes.checkers import Checker
 
 _SUITE_KEYS: Final = frozenset({"name", "skill", "description", "answer", "templates", "probes"})
 _TEMPLATE_KEYS: Final = frozenset({"name", "system", "suffix"})

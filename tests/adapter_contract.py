@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import aiohttp
 import pytest
 
-from adapters import (
+from alchemist.adapters import (
     ChatRequest,
     Message,
     Provider,
@@ -63,7 +63,7 @@ def now() -> float:
 
 
 class AdapterContract:
-    """Behaviour every :class:`adapters.base.Provider` shows against its fake server."""
+    """Behaviour every :class:`alchemist.adapters.base.Provider` shows against its fake server."""
 
     kind: ClassVar[str]
     #: whether the dialect can return token log-probabilities; when not, ``logprob`` stays None

@@ -12,10 +12,10 @@ import msgpack
 import pytest
 from nats.aio.client import Client
 
-from daemon import logs
-from daemon.app import Daemon
-from daemon.broker import EmbeddedNats, connect
-from daemon.config import Config, parse_config
+from alchemist.daemon.config import Config, parse_config
+from alchemist.daemon.runtime.app import Daemon
+from alchemist.daemon.storage.broker import EmbeddedNats, connect
+from alchemist.daemon.telemetry import logs
 from tests.fakes import FakeOpenAI
 
 BENCH_DIR = Path(os.environ.get("ALCHEMIST_BENCH_DIR")

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters import (
+from alchemist.adapters import (
     AnthropicAdapter,
     ChatRequest,
     Message,
@@ -21,7 +21,7 @@ from adapters import (
     build_provider,
     make_session,
 )
-from adapters.anthropic import ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, _parse
+from alchemist.adapters.anthropic import ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, _parse
 from tests.adapter_contract import ASK, KEY, PROMPT_TOKENS, QUESTION, AdapterContract, deadline_in
 from tests.fakes import Behaviour, FakeProvider, FakeServer
 

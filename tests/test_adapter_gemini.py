@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from adapters import (
+from alchemist.adapters import (
     ChatRequest,
     GeminiAdapter,
     Message,
@@ -23,8 +23,8 @@ from adapters import (
     build_provider,
     make_session,
 )
-from adapters.gemini import _duration_s, _error_hint, _parse
-from adapters.http import HttpReply, edge_error
+from alchemist.adapters.gemini import _duration_s, _error_hint, _parse
+from alchemist.adapters.http import HttpReply, edge_error
 from tests.adapter_contract import ASK, KEY, PROMPT_TOKENS, QUESTION, AdapterContract, deadline_in
 from tests.fakes import Behaviour, FakeProvider, FakeServer
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters import (
+from alchemist.adapters import (
     ChatRequest,
     Message,
     OllamaAdapter,
@@ -20,7 +20,7 @@ from adapters import (
     build_provider,
     make_session,
 )
-from adapters.ollama import _parse
+from alchemist.adapters.ollama import _parse
 from tests.adapter_contract import ASK, KEY, PROMPT_TOKENS, QUESTION, AdapterContract, deadline_in
 from tests.fakes import Behaviour, FakeProvider, FakeServer
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters import (
+from alchemist.adapters import (
     ChatRequest,
     OpenAIAdapter,
     Provider,
@@ -30,7 +30,7 @@ from adapters import (
     call_with_retries,
     make_session,
 )
-from adapters.openai import MAX_BODY_BYTES, _parse, parse_retry_after
+from alchemist.adapters.openai import MAX_BODY_BYTES, _parse, parse_retry_after
 from tests.adapter_contract import ASK, KEY, QUESTION, AdapterContract, deadline_in
 from tests.fakes import Behaviour, FakeOpenAI, FakeServer
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy
+from alchemist.daemon.config import BreakerPolicy
+from alchemist.daemon.serving.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 
 POLICY = BreakerPolicy(consecutive=3, window=10, min_volume=6, failure_share=0.5, cooldown_s=10)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from daemon.cli import main
-from daemon.config import ConfigError, load_config, parse_config
+from alchemist.daemon.cli import main
+from alchemist.daemon.config import ConfigError, load_config, parse_config
 
 PROVIDER = {"name": "a", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
 

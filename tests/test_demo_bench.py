@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import main
-from daemon.sim.fleet import make_fleet
+from alchemist.daemon.cli import main
+from alchemist.daemon.sim.fleet import make_fleet
 from tests.conftest import BENCH_DIR
 
 REPORT_KEYS = {"served_score_all", "served_score_last_half", "best_single", "plurality_vote",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.extract import ANSWER_KINDS, AnswerSpec, canonical_number, extract
+from alchemist.answers.extract import ANSWER_KINDS, AnswerSpec, canonical_number, extract
 
 TEXT = AnswerSpec("text")
 CHOICE = AnswerSpec("choice")

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from daemon.extract import AnswerSpec, canonical_number, extract
-from daemon.fusion import Candidate, fuse
+from alchemist.answers.extract import AnswerSpec, canonical_number, extract
+from alchemist.answers.fusion import Candidate, fuse
 
 
 def _bench_dir() -> Path:

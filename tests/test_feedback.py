@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from nats.aio.client import Client
 
-from daemon.app import Daemon
-from daemon.broker import EmbeddedNats
-from daemon.feedback import FeedbackError, parse_feedback
+from alchemist.daemon.learning.feedback import FeedbackError, parse_feedback
+from alchemist.daemon.runtime.app import Daemon
+from alchemist.daemon.storage.broker import EmbeddedNats
 from tests.conftest import DaemonFactory, infer
 from tests.fakes import Behaviour, FakeOpenAI
 
@@ -111,7 +111,7 @@ async def test_a_flood_from_one_user_is_capped(daemon_factory: DaemonFactory, nc
 async def test_cli_feedback_verb(daemon_factory: DaemonFactory, fake: FakeOpenAI,
                                  nc: Client, nats_server: EmbeddedNats,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from daemon.cli import main
+    from alchemist.daemon.cli import main
 
     fake.set("a", Behaviour(text="x"))
     d = await daemon_factory(models=["a"])

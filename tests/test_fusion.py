@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.fusion import Candidate, fuse, pick, similarity_matrix
+from alchemist.answers.fusion import Candidate, fuse, pick, similarity_matrix
 
 
 def cands(*rows: tuple[str, str | None, float]) -> list[Candidate]:

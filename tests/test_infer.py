@@ -10,7 +10,7 @@ import msgpack
 import pytest
 from nats.aio.client import Client
 
-from daemon.recipe_store import RecipeStore
+from alchemist.daemon.storage.recipe_store import RecipeStore
 from tests.conftest import DaemonFactory, infer
 from tests.fakes import Behaviour, FakeOpenAI
 
@@ -237,7 +237,7 @@ async def test_serves_again_after_broker_restart(daemon_factory: DaemonFactory, 
 async def test_cli_ask_prints_the_answer_and_provider_status(
         daemon_factory: DaemonFactory, fake: FakeOpenAI, nats_server,  # type: ignore[no-untyped-def]
         capsys: pytest.CaptureFixture[str]) -> None:
-    from daemon.cli import main
+    from alchemist.daemon.cli import main
 
     fake.set("a", Behaviour(text="Paris"))
     fake.set("b", Behaviour(kind="error", status=401))
@@ -249,8 +249,8 @@ async def test_cli_ask_prints_the_answer_and_provider_status(
 
 
 async def test_cli_fails_in_one_line_when_no_daemon_runs(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from daemon.broker import free_port
-    from daemon.cli import main
+    from alchemist.daemon.cli import main
+    from alchemist.daemon.storage.broker import free_port
 
     code = await asyncio.to_thread(main, ["ask", "hi", "--url", f"nats://127.0.0.1:{free_port()}"])
     err = capsys.readouterr().err

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from adapters import Message
-from daemon.cli import main
-from daemon.extract import AnswerSpec, extract
-from daemon.recipe_store import RecipeStore
-from daemon.sim.harness import Harness, LoopSettings, ordered
-from daemon.sim.replay import RecordedAnswer, ReplayItem, ReplaySet
-from daemon.sim.report import build_report
+from alchemist.adapters import Message
+from alchemist.answers.extract import AnswerSpec, extract
+from alchemist.daemon.cli import main
+from alchemist.daemon.sim.harness import Harness, LoopSettings, ordered
+from alchemist.daemon.sim.replay import RecordedAnswer, ReplayItem, ReplaySet
+from alchemist.daemon.sim.report import build_report
+from alchemist.daemon.storage.recipe_store import RecipeStore
 from tests.conftest import DaemonFactory
 from tests.test_feedback import until
 

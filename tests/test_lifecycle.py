@@ -14,7 +14,7 @@ import aiohttp
 import tomli_w
 from nats.aio.client import Client
 
-from daemon.broker import EmbeddedNats, free_port
+from alchemist.daemon.storage.broker import EmbeddedNats, free_port
 from tests.conftest import infer
 from tests.fakes import Behaviour, FakeOpenAI
 
@@ -57,7 +57,7 @@ async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: Embed
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon", "run", "-c", str(cfg_path), "--log-level", "debug",
+            sys.executable, "-m", "alchemist.daemon", "run", "-c", str(cfg_path), "--log-level", "debug",
             env=env, stdout=log_file, stderr=log_file)
     seen: list[str] = []
     try:

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from daemon.metrics import LATENCY_BUCKETS, METRICS, Metrics, MetricSpec, bound_port, serve_metrics
+from alchemist.daemon.telemetry.metrics import (
+    LATENCY_BUCKETS,
+    METRICS,
+    Metrics,
+    MetricSpec,
+    bound_port,
+    serve_metrics,
+)
 
 # -- a minimal text format 0.0.4 parser --------------------------------------------------------
 

@@ -11,8 +11,8 @@ from typing import Any
 import nkeys
 import pytest
 
-from daemon.broker import BrokerError, EmbeddedNats, connect
-from daemon.config import parse_config
+from alchemist.daemon.config import parse_config
+from alchemist.daemon.storage.broker import BrokerError, EmbeddedNats, connect
 
 
 async def start_server(tmp_path: Path, conf: str) -> EmbeddedNats:

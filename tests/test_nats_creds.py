@@ -20,8 +20,8 @@ from typing import Any
 import nkeys
 import pytest
 
-from daemon.broker import BrokerError, EmbeddedNats, connect
-from daemon.config import ConfigError, parse_config
+from alchemist.daemon.config import ConfigError, parse_config
+from alchemist.daemon.storage.broker import BrokerError, EmbeddedNats, connect
 
 UNLIMITED = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
              "wildcards": True, "conn": -1, "leaf": -1}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.notify import Notifier, monotonic_usec
+from alchemist.daemon.runtime.notify import Notifier, monotonic_usec
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimizers import (
+from alchemist.optimizers import (
     FitnessParams,
     Snapshot,
     agreement_weights,
@@ -24,7 +24,7 @@ from optimizers import (
     skill_counts,
     split_holdout,
 )
-from optimizers.synthetic import synthetic_snapshot
+from alchemist.optimizers.synthetic import synthetic_snapshot
 
 SKILLS = ("*", "math", "code")
 PROVIDERS = ("A", "B", "C")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from optimizers import (
+from alchemist.optimizers import (
     FitnessParams,
     NumpyOptimizer,
     Optimizer,
@@ -20,7 +20,7 @@ from optimizers import (
     fitness,
     skill_counts,
 )
-from optimizers.synthetic import synthetic_snapshot
+from alchemist.optimizers.synthetic import synthetic_snapshot
 
 SKILLS = ("*", "math", "code")
 PROVIDERS = ("A", "B", "C")

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from optimizers import (
+from alchemist.optimizers import (
     FitnessParams,
     NumpyOptimizer,
     PygadOptimizer,
@@ -16,8 +16,8 @@ from optimizers import (
     gate,
     seed_population,
 )
-from optimizers.synthetic import synthetic_snapshot
-from optimizers.templates import TemplateGenes, TemplateStats, template_delta
+from alchemist.optimizers.synthetic import synthetic_snapshot
+from alchemist.optimizers.templates import TemplateGenes, TemplateStats, template_delta
 
 PARAMS = FitnessParams(cost_weight=0.0)
 OPTIONS = 3  # skill 1 ("math"): none, plain, reasoning

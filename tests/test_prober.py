@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from daemon.prober import accuracy_table
-from probes.suites import load_suites
+from alchemist.daemon.learning.prober import accuracy_table
+from alchemist.probes.suites import load_suites
 from tests.conftest import DaemonFactory, infer
 from tests.fakes import Behaviour, FakeOpenAI
 from tests.test_feedback import until

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 from nats.aio.client import Client
 
-from daemon.config import ProbesConfig, RecipeConfig
-from daemon.evolver import build_snapshot, genome_of, templates_of
-from daemon.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
-from daemon.prober import Prober, accuracy_table, summarize
-from daemon.recipes import initial_recipe
-from optimizers.templates import TemplateStats
-from probes.suites import load_suites, template_catalog
+from alchemist.daemon.config import ProbesConfig, RecipeConfig
+from alchemist.daemon.learning.evolver import build_snapshot, genome_of, templates_of
+from alchemist.daemon.learning.prober import Prober, accuracy_table, summarize
+from alchemist.daemon.storage.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
+from alchemist.optimizers.templates import TemplateStats
+from alchemist.probes.suites import load_suites, template_catalog
 from tests.conftest import DaemonFactory, infer
 from tests.fakes import Behaviour, FakeOpenAI
 from tests.test_feedback import until
@@ -172,7 +171,7 @@ def test_template_trials_try_every_other_option_alike() -> None:
 
 async def test_probe_run_cli_compares_templates(tmp_path: Path, fleet: FakeOpenAI,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from daemon.cli import main
+    from alchemist.daemon.cli import main
 
     config = tmp_path / "alchemist.toml"
     config.write_text(
@@ -238,7 +237,7 @@ def test_snapshot_counts_probe_answers_for_the_weights_only_under_the_current_te
     stats = TemplateStats.of(data)
     assert stats is not None
     assert stats.asked.tolist() == [[1, 1, 0, 2], [4, 0, 1, 0]]  # unknown names are no trials
-    genome = genome_of(initial_recipe(RecipeConfig("default"), ["a", "b"]), data.skills, data.providers,
+    genome = genome_of(RecipeConfig("default").initial(["a", "b"]), data.skills, data.providers,
                        data.templates)
     assert genome[-2:].tolist() == [3.0, 0.0]
     genome[-2:] = [2, 3]

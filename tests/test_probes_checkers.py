@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.extract import AnswerSpec
-from probes.checker_spec import build_checker
-from probes.checkers import CHECK_KINDS, Checker, CheckResult
+from alchemist.answers.extract import AnswerSpec
+from alchemist.probes.checker_spec import build_checker
+from alchemist.probes.checkers import CHECK_KINDS, Checker, CheckResult
 
 NUMBER = {"kind": "number", "expected": 18}
 NUMBER_REL = {"kind": "number", "expected": 200, "tolerance": 0.01, "relative": True}

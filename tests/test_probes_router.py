@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from probes.router import FALLBACK, SkillRouter, tokens
-from probes.suites import load_suites
+from alchemist.probes.router import FALLBACK, SkillRouter, tokens
+from alchemist.probes.suites import load_suites
 
 SUITES = load_suites()
 PROBES = [p for s in SUITES for p in s.probes]

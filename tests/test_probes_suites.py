@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import Message
-from probes.checkers import ChoiceChecker, JsonChecker, NumberChecker, PythonLiteralChecker
-from probes.suites import (
+from alchemist.adapters.base import Message
+from alchemist.probes.checkers import ChoiceChecker, JsonChecker, NumberChecker, PythonLiteralChecker
+from alchemist.probes.suites import (
     Probe,
     Suite,
     SuiteError,

@@ -26,10 +26,18 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from adapters import ChatRequest, ChatResult, Message, OpenAIAdapter, Provider, ProviderSpec, make_session
-from daemon.app import Daemon
-from daemon.broker import EmbeddedNats
-from daemon.config import parse_config
+from alchemist.adapters import (
+    ChatRequest,
+    ChatResult,
+    Message,
+    OpenAIAdapter,
+    Provider,
+    ProviderSpec,
+    make_session,
+)
+from alchemist.daemon.config import parse_config
+from alchemist.daemon.runtime.app import Daemon
+from alchemist.daemon.storage.broker import EmbeddedNats
 from tests.conftest import infer
 
 pytestmark = pytest.mark.real_llm

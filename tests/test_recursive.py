@@ -9,9 +9,9 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from daemon.app import Daemon
-from daemon.broker import EmbeddedNats
-from daemon.config import parse_config
+from alchemist.daemon.config import parse_config
+from alchemist.daemon.runtime.app import Daemon
+from alchemist.daemon.storage.broker import EmbeddedNats
 from tests.conftest import infer
 from tests.fakes import Behaviour, FakeOpenAI
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import Secret, SecretError, resolve_api_key
+from alchemist.adapters import Secret, SecretError, resolve_api_key
 
 KEY = "sk-live-abcdef0123456789"
 

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.base import Message
-from daemon.sim.fleet import ACCURACY, PROVIDERS, SKILLS, make_fleet
-from daemon.sim.replay import (
+from alchemist.adapters.base import Message
+from alchemist.daemon.sim.fleet import ACCURACY, PROVIDERS, SKILLS, make_fleet
+from alchemist.daemon.sim.replay import (
     Latency,
     RecordedAnswer,
     ReplayItem,
@@ -28,8 +28,8 @@ from daemon.sim.replay import (
     load_replay,
     prompt_key,
 )
-from daemon.sim.report import Served, build_report, format_table, write_plot
-from daemon.sim.users import SimulatedUsers
+from alchemist.daemon.sim.report import Served, build_report, format_table, write_plot
+from alchemist.daemon.sim.users import SimulatedUsers
 
 SMALL: list[dict[str, Any]] = [
     {"id": "q1", "skill": "math", "gold": "4",

@@ -13,16 +13,16 @@ import structlog
 import tomli_w
 from nats.aio.client import Client
 
-from adapters import ChatRequest, Message, ProviderSpec, build_provider, make_session
-from daemon.app import Daemon
-from daemon.cli import main
-from daemon.config import ConfigError, parse_config
-from daemon.experience import Experience, Rated, pack, unpack
-from daemon.fanout import FanOut
-from daemon.recipe_store import RecipeStore
-from daemon.recipes import Recipe, RecipeError, initial_recipe
-from daemon.service import MAX_WARNED
-from probes.suites import load_suites
+from alchemist.adapters import ChatRequest, Message, ProviderSpec, build_provider, make_session
+from alchemist.answers.recipes import Recipe, RecipeError
+from alchemist.daemon.cli import main
+from alchemist.daemon.config import ConfigError, parse_config
+from alchemist.daemon.runtime.app import Daemon
+from alchemist.daemon.serving.fanout import FanOut
+from alchemist.daemon.serving.service import MAX_WARNED
+from alchemist.daemon.storage.experience import Experience, Rated, pack, unpack
+from alchemist.daemon.storage.recipe_store import RecipeStore
+from alchemist.probes.suites import load_suites
 from tests.conftest import DaemonFactory, infer
 from tests.fakes import Behaviour, FakeOpenAI
 from tests.test_feedback import until
@@ -74,9 +74,9 @@ def test_initial_recipe_copies_the_configured_templates() -> None:
                       for n in ("a", "b")],
         "recipes": {"default": {"answer": "number", "templates": {"math": {"a": "reasoning"}}}},
     })
-    recipe = initial_recipe(cfg.recipes["default"], ["a", "b"])
+    recipe = cfg.recipes["default"].initial(["a", "b"])
     assert recipe.templates == {"math": {"a": "reasoning"}}
-    assert initial_recipe(parse_config({}).recipes["default"], ["a"]).templates == {}
+    assert parse_config({}).recipes["default"].initial(["a"]).templates == {}
 
 
 @pytest.mark.parametrize(("templates", "message"), [

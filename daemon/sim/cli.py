@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.extract import AnswerSpec, extract
-from daemon.sim.fleet import make_fleet
-from daemon.sim.harness import Harness, LoopSettings, Progress, ordered
-from daemon.sim.replay import Latency, ReplaySet, load_replay
-from daemon.sim.report import build_report, format_table, write_plot
+from alchemist.answers.extract import AnswerSpec, extract
+from alchemist.daemon.sim.fleet import make_fleet
+from alchemist.daemon.sim.harness import Harness, LoopSettings, Progress, ordered
+from alchemist.daemon.sim.replay import Latency, ReplaySet, load_replay
+from alchemist.daemon.sim.report import build_report, format_table, write_plot
 
 
 def _replay(path: str, models: str | None) -> ReplaySet:
@@ -41,7 +41,7 @@ def _progress_line(p: Progress, total: int) -> None:
 
 
 async def cmd_bench_replay(args: argparse.Namespace) -> int:
-    from daemon import logs
+    from alchemist.daemon.telemetry import logs
 
     logs.configure("warning" if not args.verbose else "info")
     replay = _replay(args.dataset, args.models)
@@ -109,7 +109,7 @@ def _screen(h: Harness, label: str, headless: bool) -> str:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    from daemon import logs
+    from alchemist.daemon.telemetry import logs
 
     logs.configure("error")
     if args.replay:

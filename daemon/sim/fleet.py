@@ -6,7 +6,7 @@ answers of five simulated providers with clearly different per-skill accuracy
 its task, the common mistakes first, so two wrong providers sometimes agree, as
 real LLMs do. Every answer looks like what a real model gives to a prompt
 that asks for ``{"reasoning": ..., "answer": ...}``. Latency and failure rate
-per provider go with the fleet, for :class:`~daemon.sim.replay.ReplayServer`.
+per provider go with the fleet, for :class:`~alchemist.daemon.sim.replay.ReplayServer`.
 Everything is deterministic given the seed.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from adapters.base import Message
-from daemon.sim.replay import Latency, RecordedAnswer, ReplayItem, ReplaySet
+from alchemist.adapters.base import Message
+from alchemist.daemon.sim.replay import Latency, RecordedAnswer, ReplayItem, ReplaySet
 
 __all__ = ["ACCURACY", "FAILURE_RATE", "LATENCY", "PROVIDERS", "SKILLS", "Fleet", "make_fleet"]
 

@@ -23,14 +23,14 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from daemon.app import Daemon
-from daemon.broker import connect
-from daemon.config import Config, parse_config
-from daemon.extract import AnswerSpec
-from daemon.recipes import Recipe
-from daemon.sim.replay import Latency, ReplayItem, ReplayServer, ReplaySet
-from daemon.sim.report import Served
-from daemon.sim.users import SimulatedUsers
+from alchemist.answers.extract import AnswerSpec
+from alchemist.answers.recipes import Recipe
+from alchemist.daemon.config import Config, parse_config
+from alchemist.daemon.runtime.app import Daemon
+from alchemist.daemon.sim.replay import Latency, ReplayItem, ReplayServer, ReplaySet
+from alchemist.daemon.sim.report import Served
+from alchemist.daemon.sim.users import SimulatedUsers
+from alchemist.daemon.storage.broker import connect
 
 JSON = {"Content-Type": "application/json"}
 

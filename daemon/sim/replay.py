@@ -29,7 +29,7 @@ from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 
-from adapters.base import Message
+from alchemist.adapters.base import Message
 
 __all__ = ["Latency", "RecordedAnswer", "ReplayItem", "ReplayServer", "ReplaySet",
            "load_replay", "prompt_key"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from daemon.sim.replay import ReplaySet
+from alchemist.daemon.sim.replay import ReplaySet
 
 __all__ = ["Served", "build_report", "format_table", "write_plot"]
 

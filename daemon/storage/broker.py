@@ -22,8 +22,8 @@ import nats
 import structlog
 from nats.aio.client import Client
 
-from daemon.config import ConfigError, NatsConfig
-from daemon.logs import register_secret
+from alchemist.daemon.config import ConfigError, NatsConfig
+from alchemist.daemon.telemetry.logs import register_secret
 
 log = structlog.get_logger("alchemist.nats")
 

@@ -7,6 +7,7 @@ event, and (through tomli-w) as the TOML of ``alchemist recipe export``.
 
 from __future__ import annotations
 
+import re
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -15,12 +16,13 @@ from typing import Any
 
 import tomli_w
 
-from daemon.config import SUITE_NAME, RecipeConfig
-from daemon.extract import AnswerSpec
+from alchemist.answers.extract import AnswerSpec
 
 REASONS = ("init", "evolved", "rollback", "manual")
 STRATEGIES = ("vote", "select")
 FALLBACK = "*"
+#: how probe suites, their skills and their templates are named
+SUITE_NAME = re.compile(r"^[a-z0-9_.-]+$")
 
 
 class RecipeError(ValueError):
@@ -146,17 +148,6 @@ class Recipe:
         """The next version, with ``parent`` set to this one."""
         return replace(self, version=self.version + 1, parent=self.version,
                        created_at=time.time(), **changes)
-
-
-def initial_recipe(cfg: RecipeConfig, providers: Sequence[str]) -> Recipe:
-    """Version 1 of a configured recipe: uniform weights unless the config gives them."""
-    weights = {skill: dict(row) for skill, row in cfg.weights.items()}
-    fallback = weights.setdefault(FALLBACK, {})
-    for p in providers:
-        fallback.setdefault(p, 1.0)
-    return Recipe(name=cfg.name, version=1, strategy=cfg.strategy, answer=cfg.answer,
-                  weights=weights, min_weight=cfg.min_weight, explore=cfg.explore, reason="init",
-                  templates={skill: dict(row) for skill, row in cfg.templates.items()})
 
 
 def _weights(raw: object) -> dict[str, dict[str, float]]:

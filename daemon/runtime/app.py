@@ -25,23 +25,23 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.service import Service
 
-from adapters import Provider, ProviderSpec, build_provider, make_session, resolve_api_key
-from daemon import __version__
-from daemon.broker import EmbeddedNats, connect, redact_url
-from daemon.config import Config, ConfigError, ProviderConfig, load_config
-from daemon.evolver import Evolver
-from daemon.experience import ExperienceIndex
-from daemon.feedback import FeedbackConsumer
-from daemon.logs import register_secret
-from daemon.metrics import Metrics, bound_port, serve_metrics
-from daemon.notify import Notifier
-from daemon.prober import Prober
-from daemon.recipe_store import RecipeStore
-from daemon.service import SELF_CHECK, InferenceService
-from daemon.streams import Streams
-from daemon.tasks import cancel
-from probes.router import SkillRouter
-from probes.suites import Template, load_suites, template_catalog
+from alchemist import __version__
+from alchemist.adapters import Provider, ProviderSpec, build_provider, make_session, resolve_api_key
+from alchemist.daemon.config import Config, ConfigError, ProviderConfig, load_config
+from alchemist.daemon.learning.evolver import Evolver
+from alchemist.daemon.learning.feedback import FeedbackConsumer
+from alchemist.daemon.learning.prober import Prober
+from alchemist.daemon.runtime.notify import Notifier
+from alchemist.daemon.serving.service import SELF_CHECK, InferenceService
+from alchemist.daemon.storage.broker import EmbeddedNats, connect, redact_url
+from alchemist.daemon.storage.experience import ExperienceIndex
+from alchemist.daemon.storage.recipe_store import RecipeStore
+from alchemist.daemon.storage.streams import Streams
+from alchemist.daemon.tasks import cancel
+from alchemist.daemon.telemetry.logs import register_secret
+from alchemist.daemon.telemetry.metrics import Metrics, bound_port, serve_metrics
+from alchemist.probes.router import SkillRouter
+from alchemist.probes.suites import Template, load_suites, template_catalog
 
 log = structlog.get_logger("alchemist")
 

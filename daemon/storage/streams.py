@@ -23,8 +23,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, StorageType
 from nats.js.errors import BadRequestError
 
-from daemon.config import Config
-from daemon.experience import Experience, ExperienceIndex, Rated, pack, unpack
+from alchemist.daemon.config import Config
+from alchemist.daemon.storage.experience import Experience, ExperienceIndex, Rated, pack, unpack
 
 log = structlog.get_logger("alchemist.streams")
 

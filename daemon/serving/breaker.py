@@ -21,20 +21,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from alchemist.daemon.config import BreakerPolicy
+
 log = structlog.get_logger("alchemist.breaker")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerPolicy:
-    """When a breaker opens and how long it stays open."""
-
-    consecutive: int = 5
-    window: int = 50
-    min_volume: int = 20
-    failure_share: float = 0.5
-    cooldown_s: float = 30.0
 
 
 @dataclass(slots=True)

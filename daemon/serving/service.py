@@ -23,17 +23,13 @@ import numpy as np
 import structlog
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 
-from adapters import ChatRequest, Provider
-from daemon.config import Config
-from daemon.experience import Experience
-from daemon.extract import AnswerSpec, extract
-from daemon.fanout import DEADLINE, FanOut, Outcome
-from daemon.fusion import Candidate, Fused, fuse
-from daemon.metrics import Metrics
-from daemon.recipe_store import RecipeStore
-from daemon.recipes import Recipe
-from daemon.streams import Streams
-from daemon.wire import (
+from alchemist.adapters import ChatRequest, Provider
+from alchemist.answers.extract import AnswerSpec, extract
+from alchemist.answers.fusion import Candidate, Fused, fuse
+from alchemist.answers.recipes import Recipe
+from alchemist.daemon.config import Config
+from alchemist.daemon.serving.fanout import DEADLINE, FanOut, Outcome
+from alchemist.daemon.serving.wire import (
     ERROR_STATUS,
     InferError,
     InferRequest,
@@ -44,8 +40,12 @@ from daemon.wire import (
     parse_hops,
     parse_request,
 )
-from probes.router import SkillRouter
-from probes.suites import Template, apply_template
+from alchemist.daemon.storage.experience import Experience
+from alchemist.daemon.storage.recipe_store import RecipeStore
+from alchemist.daemon.storage.streams import Streams
+from alchemist.daemon.telemetry.metrics import Metrics
+from alchemist.probes.router import SkillRouter
+from alchemist.probes.suites import Template, apply_template
 
 log = structlog.get_logger("alchemist.infer")
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -191,7 +191,7 @@ class InferenceService:
     def _templates(self, recipe: Recipe, skill: str, hinted: bool, spec: AnswerSpec,
                    called: Sequence[str]) -> dict[str, Template]:
         """The template of each called provider the recipe names one for, when
-        ``probes.apply_templates`` allows it for a hinted or routed skill.
+        ``alchemist.probes.apply_templates`` allows it for a hinted or routed skill.
 
         Never under ``text`` extraction: a template may change the reply's format
         (``Answer: 14`` for ``14``), and whole texts in another format never agree.

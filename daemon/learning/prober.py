@@ -1,6 +1,6 @@
 """The prober: crafted prompts with known answers, run against every provider.
 
-On a schedule (``probes.interval_s`` with jitter) and within a budget (calls
+On a schedule (``alchemist.probes.interval_s`` with jitter) and within a budget (calls
 per hour, USD per day), it samples probes across skills, asks every provider
 through the normal adapters, checks each answer, and
 
@@ -8,12 +8,12 @@ through the normal adapters, checks each answer, and
   (``provider, suite, skill, passed, total, latency_ms, cost``);
 * journals each probe as a record with ground truth per provider (in the
   rated stream, user ``"probe"``), so fitness uses it next to user ratings,
-  counting ``probes.weight`` ratings each. Before any user has rated
+  counting ``alchemist.probes.weight`` ratings each. Before any user has rated
   anything, probes alone seed the population and can earn the first promotion.
 
 Templates: every provider is asked a probe with the template the ``default``
 recipe gives it on the probe's skill. With probability
-``probes.template_explore`` per provider, it is also asked the same probe
+``alchemist.probes.template_explore`` per provider, it is also asked the same probe
 with another of the skill's options (no template, or another template), an
 extra call journaled as a *template trial* (user ``"probe-trial"``), so every
 option keeps being measured while the main probe records stay whole for the
@@ -35,13 +35,13 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from adapters import ChatRequest
-from daemon.config import ProbesConfig
-from daemon.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
-from daemon.fanout import FanOut, Outcome
-from daemon.fusion import Candidate, similarity_matrix
-from daemon.tasks import cancel
-from probes.suites import Probe, Suite, Template, render
+from alchemist.adapters import ChatRequest
+from alchemist.answers.fusion import Candidate, similarity_matrix
+from alchemist.daemon.config import ProbesConfig
+from alchemist.daemon.serving.fanout import FanOut, Outcome
+from alchemist.daemon.storage.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
+from alchemist.daemon.tasks import cancel
+from alchemist.probes.suites import Probe, Suite, Template, render
 
 log = structlog.get_logger("alchemist.prober")
 

@@ -5,7 +5,7 @@ calls still running are cancelled and reported as ``deadline``. A caller may
 pass ``settled``: as soon as the answers in hand decide the outcome whatever
 the pending providers say, those are cancelled and reported as
 ``not_needed`` (an early answer, not a failure). Each provider has a circuit
-breaker (:mod:`daemon.breaker`) fed by the outcomes.
+breaker (:mod:`alchemist.daemon.serving.breaker`) fed by the outcomes.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from adapters import ChatRequest, ChatResult, Provider, ProviderError
-from daemon.breaker import Breaker, BreakerPolicy
-from daemon.metrics import Metrics
+from alchemist.adapters import ChatRequest, ChatResult, Provider, ProviderError
+from alchemist.daemon.config import BreakerPolicy
+from alchemist.daemon.serving.breaker import Breaker
+from alchemist.daemon.telemetry.metrics import Metrics
 
 log = structlog.get_logger("alchemist.fanout")
 NOT_NEEDED = "not_needed"

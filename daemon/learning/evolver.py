@@ -17,7 +17,7 @@ Probe records say which template each provider was asked with. The weight
 replay counts a probe answer only when it was asked with the incumbent's
 template; every probe answer, and the prober's template trials (extra asks
 with other templates, user ``"probe-trial"``), count as trials of their
-template (:mod:`optimizers.templates`).
+template (:mod:`alchemist.optimizers.templates`).
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from daemon.config import Config
-from daemon.experience import PROBES_KEY, TRIAL_USER, ExperienceIndex, Rated
-from daemon.recipe_store import RecipeStore
-from daemon.recipes import FALLBACK, Recipe
-from daemon.tasks import cancel
-from optimizers import (
+from alchemist.answers.recipes import FALLBACK, Recipe
+from alchemist.daemon.config import Config
+from alchemist.daemon.storage.experience import PROBES_KEY, TRIAL_USER, ExperienceIndex, Rated
+from alchemist.daemon.storage.recipe_store import RecipeStore
+from alchemist.daemon.tasks import cancel
+from alchemist.optimizers import (
     FitnessParams,
     GateDecision,
     PygadOptimizer,
@@ -52,7 +52,7 @@ from optimizers import (
     skill_counts,
     split_holdout,
 )
-from optimizers.templates import TemplateGenes, TemplateStats
+from alchemist.optimizers.templates import TemplateGenes, TemplateStats
 
 log = structlog.get_logger("alchemist.evolver")
 _RESEED = 4  # individuals replaced by fresh seeds at each step

@@ -20,9 +20,9 @@ from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from daemon.config import RecipeConfig
-from daemon.recipes import Recipe, RecipeError, initial_recipe
-from daemon.tasks import cancel
+from alchemist.answers.recipes import Recipe, RecipeError
+from alchemist.daemon.config import RecipeConfig
+from alchemist.daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.recipes")
 BUCKET = "alchemist_recipes"  # for the default prefix; see bucket_name()
@@ -88,7 +88,7 @@ class RecipeStore:
             try:
                 entry = await self.kv.get(name)
             except KeyNotFoundError:
-                recipe = initial_recipe(cfg, providers)
+                recipe = cfg.initial(providers)
                 try:
                     rev = await self.kv.create(name, encode_recipe(recipe))
                 except KeyWrongLastSequenceError:  # another instance created it first

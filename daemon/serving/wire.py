@@ -15,9 +15,9 @@ from typing import Any
 
 import msgpack
 
-from adapters import Message
-from adapters.alchemist import HOPS_HEADER, MAX_HOPS
-from daemon.extract import AnswerSpec
+from alchemist.adapters import Message
+from alchemist.adapters.base import HOPS_HEADER, MAX_HOPS
+from alchemist.answers.extract import AnswerSpec
 
 #: error code -> the status-like code set in the NATS micro error header
 ERROR_STATUS = {

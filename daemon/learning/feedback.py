@@ -31,10 +31,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from daemon.config import EvolverConfig
-from daemon.experience import BoundedMap, ExperienceIndex, Rated
-from daemon.streams import Streams
-from daemon.tasks import cancel
+from alchemist.daemon.config import EvolverConfig
+from alchemist.daemon.storage.experience import BoundedMap, ExperienceIndex, Rated
+from alchemist.daemon.storage.streams import Streams
+from alchemist.daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.feedback")
 UNKNOWN_RETRIES = 3

@@ -1,0 +1,1 @@
+"""Learning online: ratings from JetStream, the prober, the evolver driver."""

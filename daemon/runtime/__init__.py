@@ -1,0 +1,1 @@
+"""Runtime: the daemon lifecycle (start, reload, drain, stop) and systemd notify."""

@@ -1,0 +1,1 @@
+"""Telemetry: structured logs (structlog, secrets scrubbed) and Prometheus metrics."""
