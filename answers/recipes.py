@@ -12,8 +12,9 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import tomli_w
 
 from alchemist.answers.extract import AnswerSpec
@@ -23,6 +24,18 @@ STRATEGIES = ("vote", "select")
 FALLBACK = "*"
 #: how probe suites, their skills and their templates are named
 SUITE_NAME = re.compile(r"^[a-z0-9_.-]+$")
+
+
+class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A recipe's ``params``: the one definition of their ranges and defaults."""
+
+    #: providers whose effective weight is below this are not called (sparsity saves cost)
+    min_weight: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.05
+    #: the share of requests that call every provider so ratings reach other answers
+    explore: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+
+
+DEFAULT_PARAMS = Params()
 
 
 class RecipeError(ValueError):
@@ -39,8 +52,8 @@ class Recipe:
     answer: AnswerSpec
     #: ``{skill: {provider: weight}}``; ``"*"`` is the fallback skill
     weights: Mapping[str, Mapping[str, float]]
-    min_weight: float = 0.05
-    explore: float = 0.0
+    min_weight: float = DEFAULT_PARAMS.min_weight
+    explore: float = DEFAULT_PARAMS.explore
     parent: int | None = None
     created_at: float = field(default_factory=time.time)
     reason: str = "init"
@@ -119,8 +132,8 @@ class Recipe:
         params = raw.get("params", {})
         if not isinstance(params, dict) or set(params) - {"min_weight", "explore"}:
             raise RecipeError("recipe field 'params' accepts only min_weight and explore")
-        min_weight = _unit(params.get("min_weight", 0.05), "params.min_weight")
-        explore = _unit(params.get("explore", 0.0), "params.explore")
+        min_weight = _unit(params.get("min_weight", DEFAULT_PARAMS.min_weight), "params.min_weight")
+        explore = _unit(params.get("explore", DEFAULT_PARAMS.explore), "params.explore")
         return Recipe(
             name=name, version=version, strategy=strategy, answer=answer, weights=weights,
             min_weight=min_weight, explore=explore, parent=_opt_int(raw.get("parent"), "parent"),
