@@ -15,7 +15,7 @@ from typing import NotRequired, TypedDict, cast
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import Answer, JsonAdapter, count, json_object
+from .http import Answer, JsonAdapter, json_object, token_counts
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicAdapter"]
 
@@ -73,12 +73,8 @@ def _parse(body: bytes) -> Answer | str:
     if not texts:
         return f"response has no text content (stop_reason {data.get('stop_reason')!r})"
     wire = cast(_WireResponse, data)
-    usage = wire.get("usage")
-    if not isinstance(usage, dict):
-        usage = {"input_tokens": 0, "output_tokens": 0}
-    return Answer(text="".join(texts),
-                  prompt_tokens=count(usage.get("input_tokens")),
-                  completion_tokens=count(usage.get("output_tokens")))
+    prompt, completion = token_counts(wire.get("usage"), "input_tokens", "output_tokens")
+    return Answer(text="".join(texts), prompt_tokens=prompt, completion_tokens=completion)
 
 
 # --- the adapter ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import Answer, ErrorHint, JsonAdapter, count, json_object, mean
+from .http import Answer, ErrorHint, JsonAdapter, json_object, mean, token_counts
 
 __all__ = ["GeminiAdapter"]
 
@@ -104,14 +104,10 @@ def _parse(body: bytes) -> Answer | str:
         reason = first.get("finishReason") if isinstance(first, dict) else None
         return f"response has no candidates[0].content.parts text (finishReason {reason!r})"
     wire = cast(_WireResponse, data)
-    usage = wire.get("usageMetadata")
-    if not isinstance(usage, dict):
-        usage = {}
-    return Answer(text="".join(texts),
-                  prompt_tokens=count(usage.get("promptTokenCount")),
-                  # thinking tokens are billed as output
-                  completion_tokens=count(usage.get("candidatesTokenCount"))
-                  + count(usage.get("thoughtsTokenCount")),
+    prompt, answer, thoughts = token_counts(wire.get("usageMetadata"), "promptTokenCount",
+                                            "candidatesTokenCount", "thoughtsTokenCount")
+    return Answer(text="".join(texts), prompt_tokens=prompt,
+                  completion_tokens=answer + thoughts,  # thinking tokens are billed as output
                   logprob=_mean_logprob(first))
 
 

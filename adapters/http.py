@@ -51,6 +51,7 @@ __all__ = [
     "make_session",
     "mean",
     "parse_retry_after",
+    "token_counts",
 ]
 
 T = TypeVar("T")
@@ -234,6 +235,12 @@ def json_object(body: bytes) -> dict[str, Any] | str:
 def count(value: object) -> int:
     """A token count from wire JSON; anything but a non-negative int reads as 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def token_counts(usage: object, *keys: str) -> tuple[int, ...]:
+    """The token counts under ``keys`` of a wire usage object, each read by :func:`count`;
+    a missing or malformed usage object reads as zeros (usage is optional on every wire)."""
+    return tuple(count(usage.get(key)) if isinstance(usage, dict) else 0 for key in keys)
 
 
 def mean(values: list[object]) -> float | None:

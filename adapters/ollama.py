@@ -16,7 +16,7 @@ from typing import NotRequired, TypedDict, cast
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import Answer, JsonAdapter, bearer, count, json_object, mean
+from .http import Answer, JsonAdapter, bearer, json_object, mean, token_counts
 
 __all__ = ["OllamaAdapter"]
 
@@ -68,10 +68,8 @@ def _parse(body: bytes) -> Answer | str:
     tokens = wire.get("logprobs")
     logprob = (mean([t.get("logprob") for t in tokens if isinstance(t, dict)])
                if isinstance(tokens, list) else None)
-    return Answer(text=content,
-                  prompt_tokens=count(wire.get("prompt_eval_count")),
-                  completion_tokens=count(wire.get("eval_count")),
-                  logprob=logprob)
+    prompt, completion = token_counts(wire, "prompt_eval_count", "eval_count")
+    return Answer(text=content, prompt_tokens=prompt, completion_tokens=completion, logprob=logprob)
 
 
 # --- the adapter ----------------------------------------------------------------------

@@ -17,10 +17,10 @@ from .http import (
     Answer,
     JsonAdapter,
     bearer,
-    count,
     json_object,
     mean,
     parse_retry_after,
+    token_counts,
 )
 
 __all__ = ["MAX_BODY_BYTES", "OpenAIAdapter", "parse_retry_after"]
@@ -80,12 +80,8 @@ def _parse(body: bytes) -> Answer | str:
     if not isinstance(content, str):
         return "response has no choices[0].message.content"
     wire = cast(_WireResponse, data)
-    usage = wire.get("usage")
-    if not isinstance(usage, dict):
-        usage = {"prompt_tokens": 0, "completion_tokens": 0}
-    return Answer(text=content,
-                  prompt_tokens=count(usage.get("prompt_tokens")),
-                  completion_tokens=count(usage.get("completion_tokens")),
+    prompt, completion = token_counts(wire.get("usage"), "prompt_tokens", "completion_tokens")
+    return Answer(text=content, prompt_tokens=prompt, completion_tokens=completion,
                   logprob=_mean_logprob(wire["choices"][0].get("logprobs")))
 
 

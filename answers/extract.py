@@ -14,52 +14,33 @@ returns ``None`` when it finds nothing and never raises: model output is untrust
   value is stripped of whitespace and of one layer of matching quotes.
 - ``regex``: the first capture group (or whole match) of a pattern,
   normalized like ``text``.
+
+The parts live apart: numbers and their canonical form in :mod:`alchemist.answers.numbers`,
+lenient JSON reading in :mod:`alchemist.answers.json_text`, the bounded, time-boxed client
+pattern in :mod:`alchemist.answers.safe_regex`.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-import re._constants as sre_constants  # type: ignore[import-not-found]  # stdlib, untyped
-import re._parser as sre_parser  # type: ignore[import-not-found]  # sizes a pattern first
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
-from fractions import Fraction
-from typing import Any, Final, Literal, cast, get_args
+from typing import Final, Literal, cast, get_args
 
-import regex
+from alchemist.answers.json_text import first_json_object, json_path, loose_field, unquote
+from alchemist.answers.numbers import NUMBER, canonical_number, json_number, number_key
+from alchemist.answers.safe_regex import PatternGaveUp, check_pattern, search
+
+__all__ = ["ANSWER_KINDS", "AnswerKind", "AnswerSpec", "canonical_number", "extract", "normalize_text"]
 
 AnswerKind = Literal["text", "choice", "number", "json", "regex"]
 ANSWER_KINDS: Final[tuple[str, ...]] = get_args(AnswerKind)
 _SPEC_KEYS: Final = frozenset({"kind", "field", "pattern"})
 
-# Bounds that keep extraction linear-ish on adversarial text.
-_MAX_JSON_STARTS: Final = 24  # '{' positions tried as a JSON start
-_MAX_LITERAL_CHARS: Final = 20_000  # ast.literal_eval input bound
-_MAX_NUMBER_DIGITS: Final = 60  # longer digit runs are not answers
-
-REGEX_TIMEOUT_S = 0.05  # per extraction with a client's pattern
-REGEX_MAX_TEXT = 100_000
-REGEX_MAX_NODES = 10_000
 _WS = re.compile(r"\s+")
 _EDGE_QUOTES: Final = "\"'`\u201c\u201d\u2018\u2019*"
 _TRAILING_PUNCT: Final = ".,;:!?\u3002"
-_FENCE = re.compile(r"```(?:json|JSON|js|javascript)?[ \t]*\n(.*?)```", re.DOTALL)
-# A backslash not starting a valid JSON escape (LaTeX "\(", "\$" in reasoning).
-_BAD_ESCAPE = re.compile(r'\\(?![\"\\/bfnrtu])')
-_DECODER: Final = json.JSONDecoder(strict=False)  # tolerate raw newlines in strings
-
-# Numbers: optional sign, thousands groups or plain digits, optional decimals,
-# optional "/denominator". The lookbehind keeps "5-3" from reading as -3 and
-# "x2" from reading as 2.
-_NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-\u2212]?)\$?\s?(?=\.?\d)"
-    r"(?P<int>\d{1,3}(?:,\d{3})+(?![\d])|\d+)?(?P<frac>\.\d+)?"
-    r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?))?(?![\d])"
-)
 _NUMBER_STATEMENTS: Final = (
     re.compile(r"\\boxed\{([^{}]{1,200})\}"),
     re.compile(r"####\s*([^\n]{1,200})"),
@@ -101,15 +82,7 @@ class AnswerSpec:
         if self.kind == "regex":
             if not isinstance(self.pattern, str) or not self.pattern:
                 raise ValueError("The regex answer kind needs a non-empty pattern.")
-            if len(self.pattern) > 500:
-                raise ValueError("The regex answer pattern must be at most 500 characters.")
-            try:
-                _check_pattern_size(self.pattern)
-                regex.compile(self.pattern)
-            except (re.error, regex.error, OverflowError, RecursionError) as exc:
-                raise ValueError(
-                    f"The regex answer pattern {self.pattern!r} does not compile: {exc}."
-                ) from exc
+            check_pattern(self.pattern)
         elif self.pattern is not None:
             raise ValueError(f"Only the regex answer kind takes a pattern, not {self.kind!r}.")
 
@@ -200,56 +173,17 @@ def normalize_text(text: str) -> str | None:
     return out or None
 
 
-def canonical_number(text: str) -> str | None:
-    """The first number in ``text`` as a canonical decimal string ("18", "0.75", "-3")."""
-    for match in _NUMBER.finditer(text):
-        value = _number_value(match)
-        if value is not None:
-            return _format_number(value)
-    return None
-
-
-def _number_value(match: re.Match[str]) -> Fraction | None:
-    int_part, frac_part, den = match.group("int"), match.group("frac"), match.group("den")
-    digits = (int_part or "0").replace(",", "") + (frac_part or "")
-    if len(digits) > _MAX_NUMBER_DIGITS or (den is not None and len(den) > _MAX_NUMBER_DIGITS):
-        return None
-    value = Fraction(digits)
-    if den is not None:
-        denominator = Fraction(den)
-        if denominator != 0:
-            value /= denominator
-    return -value if match.group("sign") else value
-
-
-def _format_number(value: Fraction) -> str:
-    if value.denominator == 1:
-        return str(value.numerator)  # -0 cannot happen: Fraction(-0) == 0
-    with localcontext() as ctx:
-        ctx.prec = 12  # enough for money and ratios; 1/3 and 0.333333333333 agree
-        dec = (Decimal(value.numerator) / Decimal(value.denominator)).normalize()
-    return format(dec, "f")
-
-
-def _json_number(value: object) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value) if abs(value) < 10**_MAX_NUMBER_DIGITS else None
-    if isinstance(value, float) and abs(value) < 10.0**_MAX_NUMBER_DIGITS:  # not nan / inf
-        return _format_number(Fraction(Decimal(repr(value))))
-    return None
-
-
 def _extract_number(text: str) -> str | None:
     # A stated JSON answer is final even without a number in it ("cannot be
     # determined"): reading one out of the reasoning would put words in its mouth.
-    obj = _first_json_object(text, "answer")
+    obj = first_json_object(text, "answer")
     if obj is not None and "answer" in obj:
         value = obj["answer"]
-        found = _json_number(value)
+        found = json_number(value)
         if found is None and isinstance(value, str):
             found = canonical_number(value)
         return found
-    loose = _loose_field(text, "answer")
+    loose = loose_field(text, "answer")
     if loose is not None:
         return canonical_number(loose)
     for statement in _NUMBER_STATEMENTS:
@@ -257,9 +191,8 @@ def _extract_number(text: str) -> str | None:
         found = None if last is None else canonical_number(last.group(1))
         if found is not None:
             return found
-    last = _last(_NUMBER, text)  # every _NUMBER match holds digits
-    value = None if last is None else _number_value(last)
-    return None if value is None else _format_number(value)
+    last = _last(NUMBER, text)  # every NUMBER match holds digits
+    return None if last is None else number_key(last)
 
 
 def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
@@ -270,7 +203,7 @@ def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
 
 
 def _extract_choice(text: str) -> str | None:
-    obj = _first_json_object(text, "answer")
+    obj = first_json_object(text, "answer")
     value = None if obj is None else obj.get("answer")
     if isinstance(value, str):
         hit = _CHOICE_VALUE.match(value)
@@ -292,28 +225,21 @@ def _extract_choice(text: str) -> str | None:
 
 def _extract_json(text: str, path: str) -> str | None:
     keys = path.split(".")
-    obj = _first_json_object(text, keys[0])
+    obj = first_json_object(text, keys[0])
     if obj is None or keys[0] not in obj:
         # Broken JSON (an unescaped quote in the reasoning) still often has a
         # readable '"answer": "..."' pair; only a flat field can be read that way.
-        loose = _loose_field(text, keys[0]) if len(keys) == 1 else None
+        loose = loose_field(text, keys[0]) if len(keys) == 1 else None
         if loose is not None or obj is None:
-            return None if loose is None else _unquote(loose.strip())
-    value: object = obj
-    for key in keys:
-        if isinstance(value, dict) and key in value:
-            value = value[key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
-        else:
-            return None
-    return _json_value_key(value)
+            return None if loose is None else unquote(loose.strip())
+    found, value = json_path(obj, path)
+    return _json_value_key(value) if found else None
 
 
 def _json_value_key(value: object) -> str | None:
     if isinstance(value, str):
-        return _unquote(value.strip())
-    if (number := _json_number(value)) is not None:
+        return unquote(value.strip())
+    if (number := json_number(value)) is not None:
         return number
     try:
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
@@ -321,125 +247,10 @@ def _json_value_key(value: object) -> str | None:
         return None  # a non-string dict key from the lenient parse, nan, ...
 
 
-def _unquote(value: str) -> str:
-    """Drop one layer of matching quotes: models write "'abc'" and "abc" for one string."""
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"`":
-        inner = value[1:-1]
-        if value[0] not in inner:  # "'a', 'b'" is two strings, not one quoted one
-            return inner
-    return value
-
-
-def _first_json_object(text: str, key: str) -> dict[str, object] | None:
-    """The first JSON object in ``text`` (fences first) holding ``key``, else the first one."""
-    fallback: dict[str, object] | None = None
-    sources = [fence.group(1) for fence in _FENCE.finditer(text)] + [text]
-    for source in sources:
-        start, tries = source.find("{"), 0
-        while start != -1 and tries < _MAX_JSON_STARTS:
-            tries += 1
-            obj, end = _decode_at(source, start)
-            if obj is not None and key in obj:
-                return obj
-            fallback = fallback if fallback is not None else obj
-            start = source.find("{", end if obj is not None else start + 1)
-    return fallback
-
-
-def _decode_at(text: str, start: int) -> tuple[dict[str, object] | None, int]:
-    """Decode the object at ``start``: strict JSON, then JSON with stray backslashes
-    escaped (LaTeX in the reasoning), then a Python literal (single-quoted keys)."""
-    try:
-        value, end = _DECODER.raw_decode(text, start)
-        return (value if isinstance(value, dict) else None), end
-    except (ValueError, RecursionError):
-        pass
-    end = _balanced_end(text, start)
-    chunk = text[start:end]
-    try:
-        value = _DECODER.decode(_BAD_ESCAPE.sub(r"\\\\", chunk))
-    except (ValueError, RecursionError):
-        value = None
-        if end > start and "'" in chunk and len(chunk) <= _MAX_LITERAL_CHARS:
-            try:
-                with warnings.catch_warnings():  # prose like "1st" or "\w" warns while parsing
-                    warnings.simplefilter("ignore", SyntaxWarning)
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    value = ast.literal_eval(chunk)
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                value = None
-    return (value if isinstance(value, dict) else None), max(end, start + 1)
-
-
-def _balanced_end(text: str, start: int) -> int:
-    """Index just past the '}' closing the '{' at ``start`` (quote-aware), or ``start``."""
-    depth, quote, escaped = 0, "", False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            quote = "" if ch == quote and not escaped else quote
-            escaped = ch == "\\" and not escaped
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "{}":
-            depth += 1 if ch == "{" else -1
-            if depth == 0:
-                return i + 1
-    return start
-
-
-def _loose_field(text: str, key: str) -> str | None:
-    """``"key": "value"`` or ``"key": value`` read by pattern, for broken JSON."""
-    name = re.escape(key)  # re's own pattern cache makes the compiles below cheap
-    quoted = re.search(rf'"{name}"\s*:\s*"((?:[^"\\]|\\.){{0,2000}})"', text)
-    if quoted:
-        try:
-            return str(_DECODER.decode(f'"{quoted.group(1)}"'))
-        except ValueError:
-            return quoted.group(1).replace('\\"', '"')
-    bare = re.search(rf'"{re.escape(name)}"\s*:\s*([^,\s}}\]"][^,\n}}\]]{{0,200}})', text)
-    return bare.group(1) if bare else None  # "answer": 42 (no quotes)
-
-
-def _expanded_size(items: Any) -> int:
-    """How many nodes a parsed pattern unrolls to (counted repeats multiply)."""
-    total = 0
-    for op, av in items:
-        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT,
-                  getattr(sre_constants, "POSSESSIVE_REPEAT", None)):
-            lo, hi, sub = av
-            times = lo if hi == sre_constants.MAXREPEAT else hi
-            total += max(1, times) * _expanded_size(sub)
-        elif op is sre_constants.SUBPATTERN:
-            total += _expanded_size(av[-1])
-        elif op is sre_constants.BRANCH:
-            total += sum(_expanded_size(branch) for branch in av[1])
-        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-            total += _expanded_size(av[1])
-        else:
-            total += 1
-    return total
-
-
-def _check_pattern_size(pattern: str) -> None:
-    """Refuse patterns whose counted repeats unroll into a huge program.
-
-    ``a{100000000}`` compiles into a program of that size: a memory bomb from a
-    single request. Patterns use Python's ``re`` syntax and may unroll to at
-    most ``REGEX_MAX_NODES`` nodes.
-    """
-    size = _expanded_size(sre_parser.parse(pattern))
-    if size > REGEX_MAX_NODES:
-        raise ValueError(f"The regex answer pattern unrolls to {size} nodes (counted repeats "
-                         f"multiply); the limit is {REGEX_MAX_NODES}.")
-
-
 def _extract_regex(text: str, pattern: str) -> str | None:
-    # Patterns come from clients: the `regex` engine takes a timeout, so a
-    # catastrophic pattern costs at most REGEX_TIMEOUT_S, not the event loop.
     try:
-        match = regex.search(pattern, text[:REGEX_MAX_TEXT], timeout=REGEX_TIMEOUT_S)
-    except (regex.error, RecursionError, TimeoutError):
+        match = search(pattern, text)  # a client's pattern: time-boxed
+    except PatternGaveUp:
         return None
     group = None if match is None else match.group(1 if match.re.groups else 0)
     return None if group is None else normalize_text(group)

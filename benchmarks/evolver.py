@@ -115,70 +115,86 @@ def _step_in_process(
     return cls(FitnessParams(), generations=generations).step(pop, data, seed)
 
 
-async def lag_run(
-    kind: str, mode: str, busy: bool, data: Snapshot, pop: np.ndarray, seconds: float,
-    generations: int,
-) -> dict[str, Any]:
-    """Run steps back to back off the loop for ``seconds`` while a 1 ms ticker measures lag."""
-    loop = asyncio.get_running_loop()
-    lags: list[float] = []
-    done = asyncio.Event()
-    measuring = kind == "none"  # a pool's start-up and shutdown are not steady state
-    gens = 0
-    step_times: list[float] = []
+class _Ticker:
+    """A 1 ms asyncio ticker that records how late each tick wakes while ``measuring``;
+    on a ``busy`` loop each tick also spins for ``BUSY_S``."""
 
-    async def ticker() -> None:
-        while not done.is_set():
+    def __init__(self, busy: bool, measuring: bool) -> None:
+        self.busy = busy
+        self.measuring = measuring
+        self.lags: list[float] = []
+        self.done = asyncio.Event()
+
+    async def run(self) -> None:
+        """Tick until ``done`` is set."""
+        while not self.done.is_set():
             t0 = time.perf_counter()
             await asyncio.sleep(TICK_S)
-            if measuring:
-                lags.append(max(0.0, time.perf_counter() - t0 - TICK_S))
-            if busy:
+            if self.measuring:
+                self.lags.append(max(0.0, time.perf_counter() - t0 - TICK_S))
+            if self.busy:
                 spin_until = time.perf_counter() + BUSY_S
                 while time.perf_counter() < spin_until:
                     pass
 
-    async def stepper() -> None:
-        nonlocal gens, pop, measuring
-        if kind == "none":
-            await asyncio.sleep(seconds)
-            return
-        cls = PygadOptimizer if kind == "pygad" else NumpyOptimizer
-        opt = cls(FitnessParams(), generations=generations)
-        seeds = iter(np.random.SeedSequence(7).spawn(100_000))
-        spawn = multiprocessing.get_context("spawn")  # no fork() from a threaded process
-        pool = ProcessPoolExecutor(1, mp_context=spawn) if mode == "process" else None
-        try:
-            if pool is not None:  # warm the worker (imports) before measuring
-                await loop.run_in_executor(pool, _step_in_process, kind, pop, data,
-                                           next(seeds), 1)
-            measuring = True
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                if pool is None:
-                    result = await asyncio.to_thread(opt.step, pop, data, next(seeds))
-                else:
-                    result = await loop.run_in_executor(
-                        pool, _step_in_process, kind, pop, data, next(seeds), generations
-                    )
-                step_times.append(time.perf_counter() - t0)
-                pop = result.population
-                gens += result.generations
-        finally:
-            measuring = False
-            if pool is not None:
-                pool.shutdown()
 
-    tick = asyncio.create_task(ticker())
+async def _steps(
+    kind: str, mode: str, data: Snapshot, pop: np.ndarray, seconds: float, generations: int,
+    ticker: _Ticker,
+) -> tuple[int, list[float]]:
+    """Steps back to back for ``seconds`` in a thread or a one-worker process pool:
+    the generations run and each step's wall time. The ticker measures only meanwhile
+    (a pool's start-up and shutdown are not steady state)."""
+    loop = asyncio.get_running_loop()
+    cls = PygadOptimizer if kind == "pygad" else NumpyOptimizer
+    opt = cls(FitnessParams(), generations=generations)
+    seeds = iter(np.random.SeedSequence(7).spawn(100_000))
+    spawn = multiprocessing.get_context("spawn")  # no fork() from a threaded process
+    pool = ProcessPoolExecutor(1, mp_context=spawn) if mode == "process" else None
+    gens, step_times = 0, list[float]()
+    try:
+        if pool is not None:  # warm the worker (imports) before measuring
+            await loop.run_in_executor(pool, _step_in_process, kind, pop, data, next(seeds), 1)
+        ticker.measuring = True
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            if pool is None:
+                result = await asyncio.to_thread(opt.step, pop, data, next(seeds))
+            else:
+                result = await loop.run_in_executor(
+                    pool, _step_in_process, kind, pop, data, next(seeds), generations
+                )
+            step_times.append(time.perf_counter() - t0)
+            pop = result.population
+            gens += result.generations
+    finally:
+        ticker.measuring = False
+        if pool is not None:
+            pool.shutdown()
+    return gens, step_times
+
+
+async def lag_run(
+    kind: str, mode: str, busy: bool, data: Snapshot, pop: np.ndarray, seconds: float,
+    generations: int,
+) -> dict[str, Any]:
+    """Run steps back to back off the loop for ``seconds`` while a 1 ms ticker measures lag
+    (``kind`` "none": no steps, the loop's own lag)."""
+    ticker = _Ticker(busy, measuring=kind == "none")
+    tick = asyncio.create_task(ticker.run())
     t0 = time.perf_counter()
-    await stepper()
+    if kind == "none":
+        await asyncio.sleep(seconds)
+        gens, step_times = 0, list[float]()
+    else:
+        gens, step_times = await _steps(kind, mode, data, pop, seconds, generations, ticker)
     elapsed = time.perf_counter() - t0
-    done.set()
+    ticker.done.set()
     await tick
     return {
         "optimizer": kind, "mode": mode, "loop": "busy" if busy else "idle",
-        "lag": stats_ms(lags), "step": stats_ms(step_times),
+        "lag": stats_ms(ticker.lags), "step": stats_ms(step_times),
         "generations_per_s": gens / elapsed if elapsed > 0 else 0.0,
     }
 

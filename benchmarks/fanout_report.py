@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fanout_fleet import SCENARIOS, STEADY, TAIL, TAIL_LATENCY
 
 
 @dataclass
@@ -43,6 +44,35 @@ def added_latency(samples: Sequence[Sample]) -> dict[str, Any]:
         lag.append(s.lag_ms)
     return {"added_ms": pct(added), "client_ms": pct(client), "send_lag_ms": pct(lag),
             "failed": failed}
+
+
+def tail_report(daemon: Sequence[Sample], floor: Sequence[Sample]) -> dict[str, Any]:
+    """Fused reply latency vs each provider's own latency distribution."""
+    def per_provider(samples: Sequence[Sample]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {m: [] for m in SCENARIOS["tail"]}
+        for s in samples:
+            for p in (s.reply or {}).get("providers", []):
+                if p.get("ok"):
+                    out[p["name"]].append(float(p["latency_ms"]))
+        return out
+
+    ok_daemon = [s for s in daemon if s.reply is not None]
+    not_needed = sum(1 for s in ok_daemon for p in (s.reply or {})["providers"]
+                     if p["name"] == TAIL and p.get("error") == "not_needed")
+    floor_prov = per_provider(floor)
+    daemon_prov = per_provider(daemon)
+    rng = np.random.default_rng(0)
+    model = TAIL_LATENCY.median_ms * np.exp(TAIL_LATENCY.sigma * rng.standard_normal(200_000))
+    return {
+        "daemon_reply_ms": pct([s.client_ms for s in ok_daemon]),
+        "floor_reply_ms": pct([s.client_ms for s in floor if s.reply is not None]),
+        "tail_own_ms": pct(floor_prov[TAIL]),
+        "steady_own_ms": pct(floor_prov[STEADY[0]] + floor_prov[STEADY[1]]),
+        "tail_model_p99_ms": round(float(np.percentile(model, 99)), 1),
+        "daemon_view": {m: pct(v) for m, v in daemon_prov.items()},
+        "tail_not_needed_share": round(not_needed / len(ok_daemon), 4) if ok_daemon else None,
+        "daemon_failed": len(daemon) - len(ok_daemon),
+    }
 
 
 def targets(r: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import nats.errors
 import tomli_w
@@ -267,12 +267,28 @@ def _client_opts(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``alchemist`` argument parser: each verb sets ``fn``, the coroutine that runs it."""
     parser = argparse.ArgumentParser(
         prog="alchemist", description="llm-alchemist: fuse several LLM providers into one better "
         "model. Run the daemon, talk to it, manage its recipes, replay benchmarks, probe providers.")
     parser.add_argument("--version", action="version", version=f"alchemist {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _add_daemon_verbs(sub)
+    _add_request_verbs(sub)
+    _add_recipe_verbs(sub)
+    _add_probe_verbs(sub)
 
+    from alchemist.daemon.sim.cli import add_sim_verbs
+
+    add_sim_verbs(sub)
+    return parser
+
+
+#: what ``add_subparsers`` returns (argparse names it privately)
+_Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_daemon_verbs(sub: _Verbs) -> None:
     p = sub.add_parser("run", help="run the daemon")
     p.add_argument("-c", "--config", help="config file (TOML); default: built-in defaults")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
@@ -285,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--force", action="store_true")
     pi.set_defaults(fn=cmd_config_init)
 
+
+def _add_request_verbs(sub: _Verbs) -> None:
     p = sub.add_parser("ask", help="ask the running daemon one question")
     p.add_argument("text")
     p.add_argument("--recipe", default="default")
@@ -301,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     _client_opts(p)
     p.set_defaults(fn=cmd_feedback)
 
+
+def _add_recipe_verbs(sub: _Verbs) -> None:
     p = sub.add_parser("recipe", help="show, export, import or roll back recipes")
     rsub = p.add_subparsers(dest="action", required=True)
     for action, help_text in (("show", "the current version"), ("history", "stored versions"),
@@ -321,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     _client_opts(pr)
     pr.set_defaults(fn=cmd_recipe)
 
+
+def _add_probe_verbs(sub: _Verbs) -> None:
     p = sub.add_parser("probe", help="probe suites: crafted prompts with known answers")
     psub = p.add_subparsers(dest="action", required=True)
     pr = psub.add_parser("run", help="run probe suites against the configured providers")
@@ -330,11 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--templates", action="store_true",
                     help="ask every probe with each of its skill's templates too, one column each")
     pr.set_defaults(fn=cmd_probe_run)
-
-    from alchemist.daemon.sim.cli import add_sim_verbs
-
-    add_sim_verbs(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
