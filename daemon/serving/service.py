@@ -4,7 +4,8 @@ The NATS micro endpoint calls :meth:`InferenceService.on_request` for each
 message, one at a time, so that method only checks size and load and hands
 the request to its own task: a slow fusion never blocks the next request.
 Past ``service.max_concurrency`` requests in flight, the reply is
-``overloaded`` at once.
+``overloaded`` at once. Each request's work is metered when it ends, for the
+micro service's ``$SRV.STATS`` (:mod:`alchemist.daemon.serving.micro`).
 """
 
 from __future__ import annotations
