@@ -1,7 +1,8 @@
 """Learning recipe weights: fitness replay, evolution, seeding and the promotion gate.
 
 Nothing here imports NATS, aiohttp or the daemon: the daemon hands in a
-:class:`Snapshot` and a population, and gets back arrays and decisions.
+:class:`Snapshot`, the incumbent's genome and a population, and one
+:class:`Policy` step gives back arrays and a decision (:class:`Verdict`).
 """
 
 from alchemist.optimizers.data import Snapshot
@@ -16,6 +17,7 @@ from alchemist.optimizers.fitness import (
     skill_counts,
 )
 from alchemist.optimizers.gate import GateDecision, gate, split_holdout
+from alchemist.optimizers.policy import Policy, PolicyParams, Verdict
 from alchemist.optimizers.seeding import agreement_weights, seed_population
 
 __all__ = [
@@ -23,10 +25,13 @@ __all__ = [
     "GateDecision",
     "NumpyOptimizer",
     "Optimizer",
+    "Policy",
+    "PolicyParams",
     "PygadOptimizer",
     "Replay",
     "Snapshot",
     "StepResult",
+    "Verdict",
     "agreement_weights",
     "effective_weights",
     "fitness",

@@ -23,9 +23,10 @@ weights without calling any provider again:
 * ``weight[n]``         how much the record counts (probe weight, per-user caps)
 * ``cost[m]``           relative cost of calling provider ``m`` (mean 1 over providers)
 
-Optional, for the template genes (:mod:`alchemist.optimizers.templates`):
+Optional, for the template genes (:mod:`alchemist.optimizers.templates` measures them):
 
-* ``templates``         the genes' layout (which skill and provider each chooses for)
+* ``templates``         the genes' layout (:class:`TemplateGenes`: which skill and
+                        provider each chooses for)
 * ``option[n, m]``      the template option provider ``m`` was asked with on probe
                         record ``n`` (-1: not a probe answer, or no template gene)
 * ``trial[n, m]``       whether that answer passed (1.0 / 0.0, NaN: no answer). Unlike
@@ -36,18 +37,79 @@ Optional, for the template genes (:mod:`alchemist.optimizers.templates`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-
-if TYPE_CHECKING:
-    from alchemist.optimizers.templates import TemplateGenes
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateGenes:
+    """The layout of the template genes: gene ``k`` is provider ``provider[k]`` on skill ``skill[k]``.
+
+    ``options[k]`` counts the choices (>= 2: none, then the templates);
+    ``current[k]`` is the incumbent's choice, the one probe answers count for
+    in the weight replay.
+    """
+
+    skill: IntArray
+    provider: IntArray
+    options: IntArray
+    current: IntArray
+
+    def __post_init__(self) -> None:
+        k = len(self.skill)
+        for name in ("provider", "options", "current"):
+            if getattr(self, name).shape != (k,):
+                raise ValueError(f"template field {name!r} must have shape ({k},)")
+        if k and (self.options.min() < 2 or self.current.min() < 0
+                  or (self.current >= self.options).any()):
+            raise ValueError("template genes need >= 2 options and a current option in range")
+
+    @property
+    def n(self) -> int:
+        """How many template genes (K)."""
+        return len(self.skill)
+
+    @staticmethod
+    def build(options: dict[int, int], n_providers: int,
+              current: dict[tuple[int, int], int] | None = None) -> TemplateGenes:
+        """Genes for every provider of each skill in ``options`` (skill index -> option count)."""
+        cur = current or {}
+        rows = [(s, m, n, cur.get((s, m), 0)) for s, n in sorted(options.items()) if n >= 2
+                for m in range(n_providers)]
+        cols = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+        skill, provider, opts, now = (np.asarray(c, np.int64) for c in cols)
+        return TemplateGenes(skill, provider, opts, np.clip(now, 0, np.maximum(opts - 1, 0)))
+
+    def clip(self, genes: FloatArray) -> FloatArray:
+        """Genes (P, K) rounded to whole options in range."""
+        out: FloatArray = np.clip(np.rint(genes), 0, self.options - 1).astype(np.float64)
+        return out
+
+    def chosen(self, genes: FloatArray) -> IntArray:
+        """One genome's template genes (K,) as option indices."""
+        out: IntArray = self.clip(np.asarray(genes, np.float64)[None, :])[0].astype(np.int64)
+        return out
+
+    def mutate(self, genes: FloatArray, uniform: FloatArray, hit: BoolArray) -> FloatArray:
+        """Where ``hit``, replace a gene by one of its *other* options (``uniform`` in [0, 1)).
+
+        Categorical: every other option is equally likely; no option is "next to" another.
+        """
+        width = self.options - 1
+        step = 1 + np.minimum(np.floor(uniform * width), width - 1)
+        moved = (genes + step) % self.options
+        out: FloatArray = np.where(hit, moved, genes)
+        return out
+
+    def gene_space(self) -> list[list[float]]:
+        """PyGAD's per-gene value lists of the template genes."""
+        return [[float(v) for v in range(int(n))] for n in self.options]
 
 
 @dataclass(frozen=True, slots=True)

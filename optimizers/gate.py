@@ -90,47 +90,55 @@ def gate(
     w = np.clip(np.nan_to_num(holdout.weight.astype(np.float64)), 0.0, None)
     keep = w > 0
     n = int(keep.sum())
-    cand = inc = diff = stderr = lower = 0.0
     replay = Replay(holdout, params, counts=counts)
     t_diff = t_var = 0.0
     if replay.templates is not None:
         t_diff, t_var = template_delta(replay.templates, pair[0, holdout.n_weights :],
                                        pair[1, holdout.n_weights :], replay.skill_share,
                                        len(holdout.providers))
+    cand = inc = diff = stderr = 0.0
     if n:
-        scores = replay.record_scores(pair)[:, keep]
-        w = w[keep]
-        total = float(w.sum())
-        cand = float(scores[0] @ w / total)
-        inc = float(scores[1] @ w / total)
-        d = scores[0] - scores[1]
-        diff = float(d @ w / total)
-        n_eff = total * total / float(w @ w)
-        var = float(((d - diff) ** 2) @ w / total)
-        stderr = math.sqrt(var / max(n_eff - 1.0, 1.0) + t_var)
+        cand, inc, diff, var = _paired(replay.record_scores(pair)[:, keep], w[keep])
+        stderr = math.sqrt(var + t_var)
         cand += t_diff
         diff += t_diff
-        lower = diff - z * stderr
     if n < min_records:
         return GateDecision(
             False, cand, inc, diff, stderr, n,
             f"Only {n} held-out ratings; need {min_records} before a promotion.",
         )
-    promote = lower > margin
+    lower = diff - z * stderr
+    return GateDecision(lower > margin, cand, inc, diff, stderr, n,
+                        _reason(diff, stderr, lower, n, margin, z))
+
+
+def _paired(scores: FloatArray, w: FloatArray) -> tuple[float, float, float, float]:
+    """Weighted means of both rows of ``scores`` (2, N), their paired difference and the
+    variance of that mean difference (over the Kish effective sample size)."""
+    total = float(w.sum())
+    cand = float(scores[0] @ w / total)
+    inc = float(scores[1] @ w / total)
+    d = scores[0] - scores[1]
+    diff = float(d @ w / total)
+    n_eff = total * total / float(w @ w)
+    var = float(((d - diff) ** 2) @ w / total)
+    return cand, inc, diff, var / max(n_eff - 1.0, 1.0)
+
+
+def _reason(diff: float, stderr: float, lower: float, n: int, margin: float, z: float) -> str:
+    """The verdict in words (points are percentage points of score)."""
     pts = f"{100 * diff:.1f} pts ± {100 * stderr:.1f}"
-    if promote:
-        reason = (
+    if lower > margin:
+        return (
             f"Gain {pts} on {n} held-out ratings clears the {100 * margin:.1f} pt margin "
             f"at z = {z:g}."
         )
-    elif diff <= 0:
-        reason = f"No gain: the candidate scores {pts} against the incumbent on {n} ratings."
-    else:
-        reason = (
-            f"Gain {pts} is within noise: {100 * lower:.1f} pts after z = {z:g} standard "
-            f"errors does not clear the {100 * margin:.1f} pt margin."
-        )
-    return GateDecision(promote, cand, inc, diff, stderr, n, reason)
+    if diff <= 0:
+        return f"No gain: the candidate scores {pts} against the incumbent on {n} ratings."
+    return (
+        f"Gain {pts} is within noise: {100 * lower:.1f} pts after z = {z:g} standard "
+        f"errors does not clear the {100 * margin:.1f} pt margin."
+    )
 
 
 def split_holdout(keys: Sequence[str], share: float = 0.3) -> BoolArray:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from alchemist.optimizers.data import FloatArray, Snapshot
+from alchemist.optimizers.data import Float32Array, FloatArray, IntArray, Snapshot
 
 __all__ = ["synthetic_snapshot"]
 
@@ -53,17 +53,7 @@ def synthetic_snapshot(
     right = rng.random((n, m)) < acc[skill]
     klass = np.where(right, 0, rng.integers(1, wrong_classes + 1, (n, m)))
     klass = np.where(answered, klass, -1 - np.arange(m)[None, :])  # unanswered: unique class
-    same = klass[:, :, None] == klass[:, None, :]
-    if similarity == "vote":
-        sim = same.astype(np.float32)
-    elif similarity == "select":
-        noise = rng.random((n, m, m))
-        noise = (noise + noise.transpose(0, 2, 1)) / 2
-        sim = np.where(same, 0.8 + 0.2 * noise, 0.3 * noise).astype(np.float32)
-    else:
-        raise ValueError(f"similarity must be 'vote' or 'select', got {similarity!r}.")
-    idx = np.arange(m)
-    sim[:, idx, idx] = 1.0
+    sim = _similarity(klass, rng, similarity)
     # Serve a uniformly random answering provider.
     keys = np.where(answered, rng.random((n, m)), -1.0)
     served = keys.argmax(axis=1).astype(np.int64)
@@ -81,3 +71,21 @@ def synthetic_snapshot(
         served=served, reward=reward, propensity=propensity, truth=truth,
         weight=np.ones(n, np.float32), cost=costs,
     )
+
+
+def _similarity(klass: IntArray, rng: np.random.Generator, similarity: str) -> Float32Array:
+    """Agreement (N, M, M) of answers in classes ``klass`` (N, M); 1 on the diagonal."""
+    n, m = klass.shape
+    same = klass[:, :, None] == klass[:, None, :]
+    sim: Float32Array
+    if similarity == "vote":
+        sim = same.astype(np.float32)
+    elif similarity == "select":
+        noise = rng.random((n, m, m))
+        noise = (noise + noise.transpose(0, 2, 1)) / 2
+        sim = np.where(same, 0.8 + 0.2 * noise, 0.3 * noise).astype(np.float32)
+    else:
+        raise ValueError(f"similarity must be 'vote' or 'select', got {similarity!r}.")
+    idx = np.arange(m)
+    sim[:, idx, idx] = 1.0
+    return sim

@@ -1,5 +1,7 @@
 """Template genes: per skill and provider, which prompt template to send.
 
+The genes' layout is :class:`~alchemist.optimizers.data.TemplateGenes` (it travels
+in the :class:`~alchemist.optimizers.data.Snapshot`); this module measures them.
 A genome is the ``S * M`` weights followed by ``K`` template genes, one per
 (skill with templates, provider). A template gene holds a whole number
 ``0.0, 1.0, ...``: option 0 is "no template" (the request as its client wrote
@@ -35,87 +37,22 @@ the evidence::
 The promotion gate tests the same difference on held-out probes, with its
 binomial standard error (:func:`template_delta`), and a candidate's template
 gene changes only where its own gain clears the gate's ``z``
-(:meth:`TemplateStats.settle`; the evolver asks it of the training probes and
-again of the held-out ones). Once a new template is adopted, the probes
+(:meth:`TemplateStats.settle`; the learning step, :mod:`alchemist.optimizers.policy`,
+asks it of the training probes and again of the held-out ones). Once a new template is adopted, the probes
 asked with it teach the weights how that provider answers with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from alchemist.optimizers.data import BoolArray, FloatArray, IntArray, Snapshot
+from alchemist.optimizers.data import FloatArray, IntArray, Snapshot, TemplateGenes
 
-__all__ = ["PRIOR", "TemplateGenes", "TemplateStats", "template_delta"]
+__all__ = ["PRIOR", "TemplateGenes", "TemplateStats", "template_delta", "with_templates"]
 
 PRIOR = 2.0  # pseudo-trials at the gene's pooled pass rate
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateGenes:
-    """The layout of the template genes: gene ``k`` is provider ``provider[k]`` on skill ``skill[k]``.
-
-    ``options[k]`` counts the choices (>= 2: none, then the templates);
-    ``current[k]`` is the incumbent's choice, the one probe answers count for
-    in the weight replay.
-    """
-
-    skill: IntArray
-    provider: IntArray
-    options: IntArray
-    current: IntArray
-
-    def __post_init__(self) -> None:
-        k = len(self.skill)
-        for name in ("provider", "options", "current"):
-            if getattr(self, name).shape != (k,):
-                raise ValueError(f"template field {name!r} must have shape ({k},)")
-        if k and (self.options.min() < 2 or self.current.min() < 0
-                  or (self.current >= self.options).any()):
-            raise ValueError("template genes need >= 2 options and a current option in range")
-
-    @property
-    def n(self) -> int:
-        """How many template genes (K)."""
-        return len(self.skill)
-
-    @staticmethod
-    def build(options: dict[int, int], n_providers: int,
-              current: dict[tuple[int, int], int] | None = None) -> TemplateGenes:
-        """Genes for every provider of each skill in ``options`` (skill index -> option count)."""
-        cur = current or {}
-        rows = [(s, m, n, cur.get((s, m), 0)) for s, n in sorted(options.items()) if n >= 2
-                for m in range(n_providers)]
-        cols = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
-        skill, provider, opts, now = (np.asarray(c, np.int64) for c in cols)
-        return TemplateGenes(skill, provider, opts, np.clip(now, 0, np.maximum(opts - 1, 0)))
-
-    def clip(self, genes: FloatArray) -> FloatArray:
-        """Genes (P, K) rounded to whole options in range."""
-        out: FloatArray = np.clip(np.rint(genes), 0, self.options - 1).astype(np.float64)
-        return out
-
-    def chosen(self, genes: FloatArray) -> IntArray:
-        """One genome's template genes (K,) as option indices."""
-        out: IntArray = self.clip(np.asarray(genes, np.float64)[None, :])[0].astype(np.int64)
-        return out
-
-    def mutate(self, genes: FloatArray, uniform: FloatArray, hit: BoolArray) -> FloatArray:
-        """Where ``hit``, replace a gene by one of its *other* options (``uniform`` in [0, 1)).
-
-        Categorical: every other option is equally likely; no option is "next to" another.
-        """
-        width = self.options - 1
-        step = 1 + np.minimum(np.floor(uniform * width), width - 1)
-        moved = (genes + step) % self.options
-        out: FloatArray = np.where(hit, moved, genes)
-        return out
-
-    def gene_space(self) -> list[list[float]]:
-        """PyGAD's per-gene value lists of the template genes."""
-        return [[float(v) for v in range(int(n))] for n in self.options]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +137,29 @@ class TemplateStats:
         cand, inc, gain, var = self.contrast(candidate, incumbent)
         out: FloatArray = np.where(gain - z * np.sqrt(var) > 0, cand, inc).astype(np.float64)
         return out
+
+
+def with_templates(data: Snapshot, genes: TemplateGenes, option: IntArray) -> Snapshot:
+    """``data`` with template genes; ``option[n, m]`` is the option provider ``m`` was asked
+    with on record ``n`` (-1: not a probe answer, or no gene for it).
+
+    Every probe answer is a trial of its option (a provider asked with a template and
+    giving no answer, a timeout or an error, failed it). The weight replay keeps only
+    the probe answers asked with the genes' ``current`` options, and a record with no
+    answer left for it counts for nothing.
+    """
+    m = len(data.providers)
+    current = np.zeros((len(data.skills), m), np.int64)  # option 0 where a skill has no gene
+    current[genes.skill, genes.provider] = genes.current
+    trial = np.where(option >= 0, np.nan_to_num(data.truth, nan=0.0), np.nan).astype(np.float32)
+    probe = np.isnan(data.reward)  # a probe record has truth instead of a rating
+    other = probe[:, None] & (option != current[data.skill])  # asked with another template
+    kept = data.answered & ~other
+    emptied = data.answered.any(axis=1) & ~kept.any(axis=1)  # nothing left for the weights
+    return replace(data, answered=kept,
+                   truth=np.where(other, np.nan, data.truth).astype(np.float32),
+                   weight=np.where(emptied, 0.0, data.weight).astype(np.float32),
+                   templates=genes, option=option, trial=trial)
 
 
 def template_delta(stats: TemplateStats, candidate: FloatArray, incumbent: FloatArray,

@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 import tomli_w
 from nats.aio.client import Client
 
+from alchemist.daemon.config import ConfigError
 from alchemist.daemon.storage.broker import EmbeddedNats, free_port
-from tests.conftest import infer
+from tests.conftest import DaemonFactory, infer, make_config
 from tests.fakes import Behaviour, FakeOpenAI
 
 SECRET_KEY = "sk-test-6f1c2e9a0b7d4c3e"
@@ -101,3 +103,31 @@ async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: Embed
     # at debug level (and only there) the prompt itself is logged
     assert any(e.get("event") == "infer_request" and "6*7?" in json.dumps(e) for e in events)
     assert any(e.get("event") == "stopped" for e in events)
+
+
+async def test_reload_hands_each_component_its_part(daemon_factory: DaemonFactory,
+                                                    fake: FakeOpenAI, nc: Client) -> None:
+    fake.set("a", Behaviour(text="42"))
+    fake.set("b", Behaviour(text="42"))
+    d = await daemon_factory(models=["a"], probes={"calls_per_hour": 10})
+    assert d.service is not None and d.evolver is not None and d.prober is not None
+    kept = d.providers["a"]
+    new = make_config(d.cfg.nats.url, d.cfg.state_dir, fake.base_url, ["a", "b"],
+                      probes={"calls_per_hour": 50}, service={"max_concurrency": 7})
+    await d.reload(new)
+    assert d.providers["a"] is kept  # unchanged settings keep their adapter
+    assert list(d.service.providers) == list(d.service.fanout.providers) == ["a", "b"]
+    assert set(d.service.fanout.breakers) == {"a", "b"}
+    assert d.service.cfg.service.max_concurrency == 7
+    assert d.evolver.providers == ("a", "b")
+    assert d.prober.budget.calls_per_hour == 50
+    reply = await infer(nc, {"prompt": "6*7?"})
+    assert {p["name"] for p in reply["providers"]} == {"a", "b"}
+    # a config start-up would refuse changes nothing
+    bad = make_config(d.cfg.nats.url, d.cfg.state_dir, fake.base_url, ["b"],
+                      recipes={"default": {"answer": "number",
+                                            "templates": {"math": {"b": "no-such-template"}}}})
+    with pytest.raises(ConfigError, match="no-such-template"):
+        await d.reload(bad)
+    assert d.cfg is new and list(d.service.providers) == ["a", "b"]
+    assert d.evolver.providers == ("a", "b")

@@ -82,6 +82,14 @@ class Budget:
         spent = sum(c for _, c in self._costs)
         return len(self._calls) + calls <= self.calls_per_hour and spent < self.cost_per_day
 
+    def resize(self, calls_per_hour: int, cost_per_day: float) -> None:
+        """New limits; the calls and costs already spent still count (the latest, up to
+        the new bounds)."""
+        self.calls_per_hour = calls_per_hour
+        self.cost_per_day = cost_per_day
+        self._calls = deque(self._calls, maxlen=calls_per_hour)
+        self._costs = deque(self._costs, maxlen=24 * calls_per_hour)
+
     def spend(self, calls: int, cost: float, now: float) -> None:
         self._calls.extend([now] * calls)
         self._costs.append((now, cost))
@@ -206,7 +214,19 @@ class Prober:
         self.counts = {"runs": 0, "probes": 0, "template_trials": 0, "skipped_budget": 0}
         self._task: asyncio.Task[None] | None = None
 
+    def reload(self, cfg: ProbesConfig) -> None:
+        """Take a reloaded config's probe settings from the next round on; the budget keeps
+        what it spent. ``enabled`` and ``suites_dir`` take effect at the next start (the
+        suites are loaded then); a warning says so."""
+        if (cfg.enabled, cfg.suites_dir) != (self.cfg.enabled, self.cfg.suites_dir):
+            log.warning("reload_needs_restart", detail="probes.enabled and probes.suites_dir "
+                        "take effect at the next start")
+            cfg = replace(cfg, enabled=self.cfg.enabled, suites_dir=self.cfg.suites_dir)
+        self.cfg = cfg
+        self.budget.resize(cfg.calls_per_hour, cfg.cost_per_day)
+
     async def start(self) -> None:
+        """Start probing on schedule (when enabled and there are suites)."""
         if self.cfg.enabled and self.suites:
             self._task = asyncio.create_task(self._loop(), name="prober")
 

@@ -22,8 +22,7 @@ import nats.errors
 import structlog
 from aiohttp import web
 from nats.aio.client import Client
-from nats.micro import add_service
-from nats.micro.service import Service
+from nats.micro.service import ServiceConfig
 
 from alchemist import __version__
 from alchemist.adapters import Provider, ProviderSpec, build_provider, make_session, resolve_api_key
@@ -32,6 +31,7 @@ from alchemist.daemon.learning.evolver import Evolver
 from alchemist.daemon.learning.feedback import FeedbackConsumer
 from alchemist.daemon.learning.prober import Prober
 from alchemist.daemon.runtime.notify import Notifier
+from alchemist.daemon.serving.micro import MeteredService, add_metered_service
 from alchemist.daemon.serving.service import SELF_CHECK, InferenceService
 from alchemist.daemon.storage.broker import EmbeddedNats, connect, redact_url
 from alchemist.daemon.storage.experience import ExperienceIndex
@@ -41,7 +41,7 @@ from alchemist.daemon.tasks import cancel
 from alchemist.daemon.telemetry.logs import register_secret
 from alchemist.daemon.telemetry.metrics import Metrics, bound_port, serve_metrics
 from alchemist.probes.router import SkillRouter
-from alchemist.probes.suites import Template, load_suites, template_catalog
+from alchemist.probes.suites import Suite, Template, load_suites, template_catalog
 
 log = structlog.get_logger("alchemist")
 
@@ -94,7 +94,7 @@ class Daemon:
         self.prober: Prober | None = None
         #: every skill's probe-suite templates (what recipes name per provider)
         self.templates: dict[str, tuple[Template, ...]] = {}
-        self._micro: Service | None = None
+        self._micro: MeteredService | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.metrics = Metrics()
         self.metrics.add_collector(self._collect)
@@ -118,17 +118,11 @@ class Daemon:
         suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
         self.templates = template_catalog(suites)
         check_templates(cfg, self.templates)
-        if cfg.nats.embedded:
-            self.embedded = EmbeddedNats(cfg.state_dir / "nats", cfg.nats.port)
-            self.url = await self.embedded.start()
-            (cfg.state_dir / "nats.url").write_text(self.url + "\n")
-            log.info("embedded_nats_started", url=self.url, store=str(cfg.state_dir / "nats"))
-        self.nc = await connect(cfg.nats, self.url)
+        self.nc = await self._connect()
         self.session = make_session()
         self.providers = {s.name: build_provider(s, self.session) for s in specs}
         self._specs = {s.name: s for s in specs}
-        prefix = cfg.service.subject_prefix
-        self.recipes = RecipeStore(self.nc, prefix)
+        self.recipes = RecipeStore(self.nc, cfg.service.subject_prefix)
         await self.recipes.start(cfg.recipes, list(self.providers))
         self.streams = Streams(self.nc, cfg, self.index)
         await self.streams.ensure()
@@ -143,7 +137,23 @@ class Daemon:
             cfg, self.providers, self.recipes, self.streams, metrics=self.metrics,
             router=SkillRouter.from_suites(suites),
             templates={skill: {t.name: t for t in ts} for skill, ts in self.templates.items()})
-        streams, nc, recipes = self.streams, self.nc, self.recipes
+        self.prober = self._prober(suites, self.service, self.recipes, self.streams, self.nc)
+        await self.prober.start()
+        await self._serve(self.service, self.nc)
+
+    async def _connect(self) -> Client:
+        """Start the embedded broker when configured, then connect."""
+        cfg = self.cfg
+        if cfg.nats.embedded:
+            self.embedded = EmbeddedNats(cfg.state_dir / "nats", cfg.nats.port)
+            self.url = await self.embedded.start()
+            (cfg.state_dir / "nats.url").write_text(self.url + "\n")
+            log.info("embedded_nats_started", url=self.url, store=str(cfg.state_dir / "nats"))
+        return await connect(cfg.nats, self.url)
+
+    def _prober(self, suites: Sequence[Suite], service: InferenceService, recipes: RecipeStore,
+                streams: Streams, nc: Client) -> Prober:
+        """The prober, asking through the service's fan-out as the ``default`` recipe says."""
 
         def use_templates() -> bool:
             """The prober follows the ``default`` recipe, whose templates apply unless it
@@ -155,28 +165,32 @@ class Daemon:
             recipe = recipes.get("default")
             return recipe.template(skill, provider) if recipe and use_templates() else None
 
-        self.prober = Prober(cfg.probes, suites, lambda: self.service.fanout,  # type: ignore[union-attr]
-                             streams.rate, nc.publish, prefix, catalog=self.templates,
-                             chosen=chosen, use_templates=use_templates)
-        await self.prober.start()
-        self.service.reply_limit = self.nc.max_payload
-        if cfg.service.max_payload > self.nc.max_payload:
+        return Prober(self.cfg.probes, suites, lambda: service.fanout, streams.rate, nc.publish,
+                      self.cfg.service.subject_prefix, catalog=self.templates, chosen=chosen,
+                      use_templates=use_templates)
+
+    async def _serve(self, service: InferenceService, nc: Client) -> None:
+        """Take requests (the micro service), once the broker routes them; then metrics."""
+        cfg = self.cfg
+        subject = f"{cfg.service.subject_prefix}.infer"
+        service.reply_limit = nc.max_payload
+        if cfg.service.max_payload > nc.max_payload:
             log.warning("max_payload_clamped", configured=cfg.service.max_payload,
-                        broker=self.nc.max_payload)
-        self._micro = await add_service(
-            self.nc, name="alchemist", version=__version__, queue_group="alchemist",
-            description="llm-alchemist: fused answers from several LLM providers")
-        await self._micro.add_endpoint(name="infer", subject=f"{prefix}.infer",
-                                       handler=self.service.on_request)
-        await self._until_reachable(f"{prefix}.infer")
+                        broker=nc.max_payload)
+        self._micro = await add_metered_service(nc, ServiceConfig(
+            name="alchemist", version=__version__, queue_group="alchemist",
+            description="llm-alchemist: fused answers from several LLM providers"),
+            {"infer": service.meter})
+        await self._micro.add_endpoint(name="infer", subject=subject, handler=service.on_request)
+        await self._until_reachable(subject)
         if cfg.metrics.enabled:
             self._metrics_runner = await serve_metrics(self.metrics, cfg.metrics.host,
                                                        cfg.metrics.port)
             log.info("metrics_serving", url=f"http://{cfg.metrics.host}:"
                      f"{bound_port(self._metrics_runner)}/metrics")
-        log.info("ready", url=redact_url(self.url), subject=f"{prefix}.infer",
-                 providers=list(self.providers), recipes=sorted(self.recipes.current),
-                 state_dir=str(cfg.state_dir))
+        log.info("ready", url=redact_url(self.url), subject=subject,
+                 providers=list(self.providers), recipes=sorted(self.recipes.current)
+                 if self.recipes else [], state_dir=str(cfg.state_dir))
 
     async def _until_reachable(self, subject: str, timeout: float = 5.0) -> None:
         """Wait until the broker routes requests on ``subject`` to us.
@@ -235,16 +249,19 @@ class Daemon:
     async def reload(self, cfg: Config) -> None:
         """Apply a new config's providers, recipes and limits without dropping requests.
 
+        Everything that can refuse the new config does so before any change.
         A provider whose settings did not change keeps its adapter (and its
         concurrency and rate limits); a replaced one is closed only after the
-        longest possible request has finished with it. NATS, state-dir and
-        evolver settings need a restart (a warning says so).
+        longest possible request has finished with it. Each component takes its
+        part of the new config itself (``reload``). NATS, state-dir and evolver
+        settings need a restart (a warning says so).
         """
         old = self.cfg
         if (cfg.nats, cfg.state_dir, cfg.evolver) != (old.nats, old.state_dir, old.evolver):
             log.warning("reload_needs_restart", detail="nats, state and evolver settings "
                         "take effect at the next start")
         specs = [provider_spec(p) for p in cfg.providers]  # key errors before any change
+        check_templates(cfg, self.templates)
         assert self.session is not None and self.service is not None and self.recipes
         providers: dict[str, Provider] = {}
         for spec in specs:
@@ -254,11 +271,11 @@ class Daemon:
                 spec, self.session)
         retired = [p for name, p in self.providers.items() if providers.get(name) is not p]
         self.providers, self._specs = providers, {s.name: s for s in specs}
-        self.service.cfg = cfg
-        self.service.providers = providers
-        self.service.fanout.replace(providers)
+        self.service.reload(cfg, providers)
         if self.evolver is not None:
-            self.evolver.providers = tuple(providers)  # its next step reseeds to the new set
+            self.evolver.reload(cfg, list(providers))  # its next step reseeds to the new set
+        if self.prober is not None:
+            self.prober.reload(cfg.probes)
         await self.recipes.ensure(cfg.recipes, list(providers))
         self.cfg = cfg
         if retired:

@@ -4,7 +4,8 @@ The NATS micro endpoint calls :meth:`InferenceService.on_request` for each
 message, one at a time, so that method only checks size and load and hands
 the request to its own task: a slow fusion never blocks the next request.
 Past ``service.max_concurrency`` requests in flight, the reply is
-``overloaded`` at once.
+``overloaded`` at once. Each request's work is metered when it ends, for the
+micro service's ``$SRV.STATS`` (:mod:`alchemist.daemon.serving.micro`).
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import structlog
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 
 from alchemist.adapters import ChatRequest, Provider
-from alchemist.answers.extract import AnswerSpec, extract
+from alchemist.answers.extract import AnswerSpec
 from alchemist.answers.fusion import Candidate, Fused, fuse
 from alchemist.answers.recipes import Recipe
 from alchemist.daemon.config import Config
-from alchemist.daemon.serving.fanout import DEADLINE, FanOut, Outcome
+from alchemist.daemon.serving.fanout import FanOut
+from alchemist.daemon.serving.micro import EndpointMeter
+from alchemist.daemon.serving.reply import Votes, build_reply, experience_of, no_answer
 from alchemist.daemon.serving.wire import (
     ERROR_STATUS,
     InferError,
@@ -49,7 +51,6 @@ from alchemist.probes.suites import Template, apply_template
 
 log = structlog.get_logger("alchemist.infer")
 JSON_HEADERS = {"Content-Type": "application/json"}
-MAX_ANSWER_KEY = 512
 EXPLORE_BELOW = 0.6  # only requests whose winner holds less weight than this may explore
 MAX_WARNED = 1024  # (recipe, version, skill, template) keys already warned about, at most
 #: header of the daemon's own start-up probe (see ``Daemon._until_reachable``)
@@ -84,40 +85,64 @@ class InferenceService:
         self._tasks: set[asyncio.Task[None]] = set()
         #: the broker's max_payload (set by the daemon once connected)
         self.reply_limit = 1 << 20
+        #: what ``$SRV.STATS`` reports for the endpoint: requests, errors, processing time
+        self.meter = EndpointMeter()
 
     # -- NATS edge -----------------------------------------------------------------------
 
+    def reload(self, cfg: Config, providers: Mapping[str, Provider]) -> None:
+        """Serve with a reloaded config's providers and limits from the next request on.
+
+        Requests in flight finish with the adapters they started with (the
+        fan-out gives each call the provider set it started with).
+        """
+        self.cfg = cfg
+        self.providers = dict(providers)
+        self.fanout.replace(self.providers)
+
     async def on_request(self, req: Request) -> None:
-        """Micro endpoint handler: admit or refuse at once, then serve in a task."""
+        """Micro endpoint handler: admit or refuse at once, then serve in a task.
+
+        The request's work is metered in :attr:`meter` when it ends (see
+        :mod:`alchemist.daemon.serving.micro`).
+        """
         if req.headers and SELF_CHECK in req.headers:
             await req.respond(b"")
             return
+        started = time.perf_counter_ns()
         # nobody to answer (nats.micro.Request has no public accessor for the reply subject):
         # don't pay providers for it
         if not req._msg.reply:
             self.counts["no_reply_subject"] += 1
             log.info("infer_dropped", reason="published without a reply subject")
+            self.meter.record(started)
             return
         as_json = is_json(req.headers)
         self.counts["requests"] += 1
-        limit = self.cfg.service.max_payload
-        if len(req.data) > limit:
-            await self._reply_error(req, as_json, InferError(
-                "payload_too_large", f"the request is {len(req.data)} bytes; the limit is "
-                f"{limit} bytes (service.max_payload)"))
-            return
-        if self.inflight >= self.cfg.service.max_concurrency:
-            await self._reply_error(req, as_json, InferError(
-                "overloaded", f"{self.inflight} requests are in flight, the limit is "
-                f"{self.cfg.service.max_concurrency}; retry shortly"))
+        refusal = self._refusal(len(req.data))
+        if refusal is not None:
+            await self._reply_error(req, as_json, refusal)
+            self.meter.record(started, _described(refusal))
             return
         self.inflight += 1
-        task = asyncio.create_task(self._serve(req, as_json))
+        task = asyncio.create_task(self._serve(req, as_json, started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, req: Request, as_json: bool) -> None:
+    def _refusal(self, size: int) -> InferError | None:
+        """Why a request of ``size`` bytes is refused at once (None: it is admitted)."""
+        limit = self.cfg.service.max_payload
+        if size > limit:
+            return InferError("payload_too_large", f"the request is {size} bytes; the limit is "
+                              f"{limit} bytes (service.max_payload)")
+        if self.inflight >= self.cfg.service.max_concurrency:
+            return InferError("overloaded", f"{self.inflight} requests are in flight, the limit "
+                              f"is {self.cfg.service.max_concurrency}; retry shortly")
+        return None
+
+    async def _serve(self, req: Request, as_json: bool, started: int) -> None:
         request_id = new_request_id()
+        failed: str | None = None
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 hops = parse_hops(req.headers)
@@ -136,14 +161,20 @@ class InferenceService:
                 if exp is not None and self.streams is not None:
                     await self._record(exp)
             except InferError as exc:
+                failed = _described(exc)
                 await self._reply_error(req, as_json, exc)
+            except asyncio.CancelledError:
+                failed = "cancelled: the daemon stopped before it answered"
+                raise
             except Exception:
                 log.exception("infer_internal_error")
-                await self._reply_error(req, as_json, InferError(
-                    "internal", f"internal error while serving request {request_id}; "
-                    "it is logged under that id"))
+                error = InferError("internal", f"internal error while serving request "
+                                   f"{request_id}; it is logged under that id")
+                failed = _described(error)
+                await self._reply_error(req, as_json, error)
             finally:
                 self.inflight -= 1
+                self.meter.record(started, failed)
 
     async def _record(self, exp: Experience) -> None:
         assert self.streams is not None
@@ -239,11 +270,7 @@ class InferenceService:
         """Answer one validated request; returns the reply and its experience record."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        recipe = self.recipes.get(request.recipe)
-        if recipe is None:
-            known = ", ".join(sorted(self.recipes.current)) or "none"
-            raise InferError("unknown_recipe", f"no recipe named {request.recipe!r}; "
-                             f"known recipes: {known}")
+        recipe = self._recipe(request.recipe)
         skill = request.skill or self._route(request)
         log.debug("infer_request", recipe=recipe.name, skill=skill,  # prompts only at debug
                   messages=[{"role": m.role, "content": m.content} for m in request.messages])
@@ -252,71 +279,41 @@ class InferenceService:
         if not called:
             raise InferError("no_providers", "no providers are configured")
         deadline_ms = request.deadline_ms or self.cfg.service.default_deadline_ms
-        deadline = started + deadline_ms / 1000.0
         chat = ChatRequest(messages=request.messages, max_tokens=request.max_tokens,
                            temperature=request.temperature, hops=hops)
         templates = self._templates(recipe, skill, request.skill is not None, spec, called)
         chats = {p: dataclasses.replace(chat, messages=apply_template(request.messages, templates[p]))
                  if p in templates else chat for p in called}
-        keys: dict[str, str | None] = {}
-
-        def key_of(o: Outcome) -> str | None:
-            if o.name not in keys:
-                keys[o.name] = _key(extract(o.result.text, spec)) if o.result else None
-            return keys[o.name]
-
-        def settled(done: Sequence[Outcome], pending: Sequence[str]) -> bool:
-            """Under vote: can the pending providers still change the winning answer?"""
-            if recipe.strategy != "vote":
-                return False
-            groups: dict[str, float] = {}
-            for o in done:
-                key = key_of(o)
-                if key is not None:
-                    groups[key] = groups.get(key, 0.0) + row[o.name]
-            if not groups:
-                return False
-            top = [*sorted(groups.values(), reverse=True), 0.0]
-            lead = top[0] - top[1]
-            return lead > sum(row[p] for p in pending)
-
-        outcomes = await self.fanout.run(called, chats, deadline, settled=settled)
+        votes = Votes(recipe.strategy, row, spec)
+        outcomes = await self.fanout.run(called, chats, started + deadline_ms / 1000.0,
+                                         settled=votes.settled)
         answered = [o for o in outcomes if o.result is not None]
         if not answered:
-            errors = ", ".join(f"{o.name}: {o.error}" for o in outcomes)
-            if all(o.error in (DEADLINE, "timeout") for o in outcomes):
-                raise InferError("deadline_exceeded", f"no provider answered within "
-                                 f"{deadline_ms} ms ({errors})")
-            raise InferError("no_providers", f"no provider answered ({errors})")
-        candidates = [Candidate(o.name, o.result.text, key_of(o), row[o.name])
+            raise no_answer(outcomes, deadline_ms)
+        candidates = [Candidate(o.name, o.result.text, votes.key(o), row[o.name])
                       for o in answered if o.result is not None]
         fused = fuse(candidates, "select" if recipe.strategy == "select" else "vote")
         served, propensity = self._maybe_explore(candidates, fused, recipe.explore)
-        winner = candidates[served]
-        confidence = fused.confidence if served == fused.index else float(
-            (fused.sim[served] @ [c.weight for c in candidates]) / max(
-                1e-12, sum(c.weight for c in candidates)))
-        by_name = {c.provider: c for c in candidates}
-        usage = _usage(answered)
-        latency_ms = (loop.time() - started) * 1000.0
-        reply: dict[str, Any] = {
-            "request_id": request_id, "text": winner.text, "answer": winner.answer,
-            "confidence": round(min(1.0, max(0.0, confidence)), 6), "provider": winner.provider,
-            "recipe": {"name": recipe.name, "version": recipe.version},
-            "strategy": fused.strategy,
-            "providers": [_status(o, by_name.get(o.name), templates.get(o.name))
-                          for o in outcomes],
-            "usage": usage, "latency_ms": round(latency_ms, 3),
-        }
+        reply = build_reply(request_id, recipe, fused, candidates, served, outcomes, templates,
+                       (loop.time() - started) * 1000.0)
         if request.include_candidates:
             reply["candidates"] = [{"provider": c.provider, "text": c.text, "answer": c.answer,
                                     "weight": c.weight} for c in candidates]
         log.info("infer_ok", recipe=recipe.name, version=recipe.version, skill=skill,
-                 provider=winner.provider, confidence=reply["confidence"],
+                 provider=reply["provider"], confidence=reply["confidence"],
                  latency_ms=reply["latency_ms"], called=len(called), answered=len(answered))
-        exp = _experience(request_id, recipe, skill, fused.strategy, outcomes, candidates,
-                          fused.sim, winner.provider, propensity, templates)
+        exp = experience_of(request_id, recipe, skill, fused.strategy, outcomes, candidates,
+                          fused.sim, reply["provider"], propensity, templates)
         return reply, exp
+
+    def _recipe(self, name: str) -> Recipe:
+        """The current recipe called ``name``."""
+        recipe = self.recipes.get(name)
+        if recipe is None:
+            known = ", ".join(sorted(self.recipes.current)) or "none"
+            raise InferError("unknown_recipe", f"no recipe named {name!r}; "
+                             f"known recipes: {known}")
+        return recipe
 
     def _maybe_explore(self, candidates: list[Candidate], fused: Fused,
                        explore: float) -> tuple[int, float]:
@@ -338,47 +335,6 @@ class InferenceService:
         return pick, 1.0 - explore
 
 
-def _key(answer: str | None) -> str | None:
-    return answer[:MAX_ANSWER_KEY] if answer is not None else None
-
-
-def _status(o: Outcome, cand: Candidate | None, template: Template | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": o.name, "ok": o.result is not None,
-                           "latency_ms": round(o.latency_ms, 3)}
-    if o.error:
-        out["error"] = o.error
-    if cand is not None:
-        out["answer"] = cand.answer
-    if template is not None:
-        out["template"] = template.name
-    return out
-
-
-def _usage(answered: list[Outcome]) -> dict[str, Any]:
-    prompt = sum(o.result.usage.prompt_tokens for o in answered if o.result)
-    completion = sum(o.result.usage.completion_tokens for o in answered if o.result)
-    costs = [o.result.usage.cost for o in answered if o.result and o.result.usage.cost is not None]
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "cost": round(sum(costs), 8) if costs else None}
-
-
-def _experience(request_id: str, recipe: Recipe, skill: str, strategy: str,
-                outcomes: list[Outcome], candidates: list[Candidate], sim: Any,
-                served: str, propensity: float, templates: Mapping[str, Template]) -> Experience:
-    names = tuple(o.name for o in outcomes)
-    pos = {c.provider: i for i, c in enumerate(candidates)}
-    # the candidates' agreement matrix, placed in the rows/columns of all providers called
-    full = np.eye(len(names), dtype=np.float64)
-    rows = [i for i, n in enumerate(names) if n in pos]
-    cols = [pos[names[i]] for i in rows]
-    full[np.ix_(rows, rows)] = np.asarray(sim, dtype=np.float64)[np.ix_(cols, cols)]
-    by_name = {c.provider: c for c in candidates}
-    return Experience(
-        request_id=request_id, recipe=recipe.name, version=recipe.version, skill=skill,
-        strategy=strategy, providers=names, answered=tuple(n in pos for n in names),
-        answers=tuple(by_name[n].answer if n in by_name else None for n in names),
-        sim=tuple(np.round(full, 3).ravel().tolist()), served=names.index(served),
-        propensity=propensity,
-        cost=tuple(float(o.result.usage.cost or 0.0) if o.result else 0.0 for o in outcomes),
-        templates=tuple(templates[n].name if n in templates else None for n in names),
-    )
+def _described(exc: InferError) -> str:
+    """An error reply as the endpoint stats' ``last_error``."""
+    return f"{exc.code}: {exc.message}"

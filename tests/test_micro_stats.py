@@ -1,0 +1,55 @@
+"""``$SRV.STATS.alchemist`` measures the work: requests, error replies, processing time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from nats.aio.client import Client
+
+from tests.conftest import DaemonFactory, infer
+from tests.fakes import Behaviour, FakeOpenAI
+
+DELAY_S = 0.2  # each fake provider's latency
+
+
+async def stats(nc: Client) -> dict[str, object]:
+    """The ``infer`` endpoint's entry of the service's stats reply."""
+    msg = await nc.request("$SRV.STATS.alchemist", b"", timeout=5.0)
+    reply = json.loads(msg.data)
+    assert reply["name"] == "alchemist"
+    (endpoint,) = [e for e in reply["endpoints"] if e["name"] == "infer"]
+    out: dict[str, object] = endpoint
+    return out
+
+
+async def test_stats_count_requests_errors_and_the_time_the_work_took(
+        daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: Client) -> None:
+    fake.set("a", Behaviour(kind="slow", delay_s=DELAY_S, text="42"))
+    fake.set("b", Behaviour(kind="slow", delay_s=DELAY_S, text="42"))
+    await daemon_factory(models=["a", "b"])
+    before = await stats(nc)
+    assert before["num_requests"] == before["num_errors"] == 0  # the start-up check is not counted
+    good, bad = 6, 3
+    t0 = time.monotonic()
+    replies = await asyncio.gather(
+        *(infer(nc, {"prompt": f"q{i}"}) for i in range(good)),
+        *(infer(nc, {"prompt": "q", "recipe": f"missing{i}"}) for i in range(bad - 1)),
+        infer(nc, {"messages": "not a list"}))
+    elapsed = time.monotonic() - t0
+    assert [r.get("text") for r in replies[:good]] == ["42"] * good
+    assert [r["error"]["code"] for r in replies[good:]] == ["unknown_recipe"] * (bad - 1) + [
+        "bad_request"]
+    # the requests ran side by side: metering the work did not serialize them
+    assert elapsed < good * DELAY_S
+    endpoint = await stats(nc)
+    assert endpoint["num_requests"] == good + bad
+    assert endpoint["num_errors"] == bad
+    assert str(endpoint["last_error"]).split(":")[0] in {"unknown_recipe", "bad_request"}
+    # every good request waited for its providers; nanoseconds, like nats.micro
+    processing = endpoint["processing_time"]
+    average = endpoint["average_processing_time"]
+    assert isinstance(processing, int) and isinstance(average, int)
+    assert processing >= good * DELAY_S * 1e9
+    assert average == processing // (good + bad)
