@@ -29,7 +29,7 @@ Metrics (stable names; labels in braces)
 
 Histograms use fixed buckets (:data:`LATENCY_BUCKETS`, 5 ms .. 120 s). Metrics
 without labels are exposed from the start (at 0). No ``_created`` series are
-exposed (see :meth:`Instrument.collect`).
+exposed (see ``series.Instrument.collect``).
 
 Where the values come from
 --------------------------
