@@ -1,15 +1,18 @@
-"""The Prometheus endpoint: rendered text parsed back with a minimal exposition-format parser."""
+"""The Prometheus endpoint: the exposition parsed back with prometheus_client's own parser."""
 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+import structlog
+from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from alchemist.daemon.telemetry.metrics import (
+    CONTENT_TYPE,
     LATENCY_BUCKETS,
     METRICS,
     Metrics,
@@ -18,102 +21,62 @@ from alchemist.daemon.telemetry.metrics import (
     serve_metrics,
 )
 
-# -- a minimal text format 0.0.4 parser --------------------------------------------------------
+# -- reading the exposition back ------------------------------------------------------------------
 
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_SAMPLE = re.compile(rf"^({_NAME})(\{{(.*)\}})? (\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
+_SUFFIXES = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 
 
-@dataclass
-class Family:
-    name: str
-    kind: str = ""
-    help: str = ""
-    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+def exposed_name(family: Metric) -> str:
+    """The name as written after ``# TYPE`` (the parser keeps counters under their base name)."""
+    return family.name + "_total" if family.type == "counter" else family.name
 
 
-def _unescape(value: str) -> str:
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
-
-
-def _parse_labels(text: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    pos = 0
-    while pos < len(text):
-        m = _LABEL.match(text, pos)
-        assert m, f"bad label set {text!r} at {pos}"
-        assert m.group(1) not in labels, f"duplicate label {m.group(1)}"
-        labels[m.group(1)] = _unescape(m.group(2))
-        pos = m.end()
-    return labels
-
-
-def _float(text: str) -> float:
-    return {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}.get(text) or float(text)
-
-
-def parse(text: str) -> dict[str, Family]:
-    """Families by name; asserts the structure the format requires (HELP/TYPE before samples,
-    samples of one family together, known suffixes only)."""
+def parse(text: str) -> dict[str, Metric]:
+    """Families by exposed name; each appears once and holds only its own samples."""
     assert text.endswith("\n")
-    families: dict[str, Family] = {}
-    current: Family | None = None
-    for line in text.splitlines():
-        if not line:
-            continue
-        if line.startswith("# HELP "):
-            name, _, help_text = line[7:].partition(" ")
-            assert name not in families, f"{name} described twice"
-            current = families[name] = Family(name, help=help_text)
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[7:].partition(" ")
-            assert current is not None and current.name == name and not current.samples
-            assert kind in ("counter", "gauge", "histogram", "summary", "untyped")
-            current.kind = kind
-        elif line.startswith("#"):
-            continue
-        else:
-            m = _SAMPLE.match(line)
-            assert m, f"bad sample line {line!r}"
-            name, labels, value = m.group(1), _parse_labels(m.group(3) or ""), _float(m.group(4))
-            assert current is not None, line
-            suffixes = ("_bucket", "_sum", "_count") if current.kind == "histogram" else ("",)
-            assert any(name == current.name + s for s in suffixes), f"{name} outside {current.name}"
-            current.samples.append((name, labels, value))
+    families: dict[str, Metric] = {}
+    for family in text_string_to_metric_families(text):
+        name = exposed_name(family)
+        assert name not in families, f"{name} exposed twice"
+        assert family.documentation, f"{name} has no help"
+        for sample in family.samples:
+            allowed = [name + s for s in _SUFFIXES[family.type]] if family.type != "counter" else [name]
+            assert sample.name in allowed, f"{sample.name} outside {name}"
+        families[name] = family
     return families
 
 
-def value(families: dict[str, Family], name: str, **labels: str) -> float:
-    base = name
-    for suffix in ("_bucket", "_sum", "_count"):
-        if name.endswith(suffix) and name[: -len(suffix)] in families:
-            base = name[: -len(suffix)]
-    hits = [v for n, ls, v in families[base].samples if n == name and ls == labels]
-    assert len(hits) == 1, (name, labels, families[base].samples)
+def value(families: dict[str, Metric], name: str, **labels: str) -> float:
+    """The one sample called ``name`` with exactly ``labels`` (``le`` compared as a number)."""
+    base = next(f for f in families if name == f or (name.startswith(f) and name[len(f):] in
+                                                      ("_bucket", "_sum", "_count")))
+    want_le = labels.pop("le", None)
+    hits = [s.value for s in families[base].samples
+            if s.name == name and {k: v for k, v in s.labels.items() if k != "le"} == labels
+            and (want_le is None or float(s.labels["le"]) == float(want_le))]
+    assert len(hits) == 1, (name, labels, want_le, families[base].samples)
     return hits[0]
 
 
-def check_histograms(families: dict[str, Family]) -> int:
+def check_histograms(families: dict[str, Metric]) -> int:
     """Buckets cumulative and monotonic, ending at +Inf == _count; returns how many series."""
     series = 0
-    for fam in families.values():
-        if fam.kind != "histogram":
+    for name, fam in families.items():
+        if fam.type != "histogram":
             continue
         groups: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
-        for name, labels, v in fam.samples:
-            if name.endswith("_bucket"):
-                rest = tuple(sorted((k, x) for k, x in labels.items() if k != "le"))
-                groups.setdefault(rest, []).append((_float(labels["le"]), v))
+        for s in fam.samples:
+            if s.name.endswith("_bucket"):
+                rest = tuple(sorted((k, x) for k, x in s.labels.items() if k != "le"))
+                groups.setdefault(rest, []).append((float(s.labels["le"]), s.value))
         for rest, buckets in groups.items():
             series += 1
             bounds = [b for b, _ in buckets]
             counts = [c for _, c in buckets]
-            assert bounds == sorted(bounds) and bounds[-1] == math.inf
+            assert bounds == [*LATENCY_BUCKETS, math.inf]
             assert counts == sorted(counts), counts
-            count = value(families, fam.name + "_count", **dict(rest))
-            assert counts[-1] == count
-            value(families, fam.name + "_sum", **dict(rest))
+            assert counts[-1] == value(families, name + "_count", **dict(rest))
+            value(families, name + "_sum", **dict(rest))
     return series
 
 
@@ -156,15 +119,21 @@ def filled() -> Metrics:
     return m
 
 
+def label_names(family: Metric) -> set[str]:
+    return {k for s in family.samples for k in s.labels if k != "le"}
+
+
 def test_every_documented_metric_is_exposed() -> None:
-    families = parse(Metrics().render())
-    assert {name: (f.kind, ()) for name, f in families.items()} == {
-        name: (kind, ()) for name, (kind, _) in DOCUMENTED.items()}
+    text = Metrics().render()
+    families = parse(text)
+    assert {name: f.type for name, f in families.items()} == {
+        name: kind for name, (kind, _) in DOCUMENTED.items()}
     assert {s.name: (s.kind, s.labels) for s in METRICS} == DOCUMENTED
-    for fam in families.values():
-        assert fam.help and fam.name.startswith("alchemist_")
+    assert sorted(line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")) \
+        == sorted(DOCUMENTED)
     # unlabelled metrics start at 0; labelled ones have no series yet
     assert value(families, "alchemist_promotions_total") == 0
+    assert value(families, "alchemist_evolver_generations_total") == 0
     assert value(families, "alchemist_inflight_requests") == 0
     assert value(families, "alchemist_request_latency_seconds_count") == 0
     assert families["alchemist_requests_total"].samples == []
@@ -172,7 +141,11 @@ def test_every_documented_metric_is_exposed() -> None:
 
 
 def test_render_round_trip() -> None:
-    families = parse(filled().render())
+    text = filled().render()
+    assert "_created" not in text  # OpenMetrics-only series stay out of the stable name list
+    families = parse(text)
+    for name, (_, labels) in DOCUMENTED.items():
+        assert label_names(families[name]) == set(labels), name
     assert value(families, "alchemist_requests_total", code="ok") == 3
     assert value(families, "alchemist_requests_total", code="overloaded") == 1
     assert value(families, "alchemist_provider_failures_total", provider="local-llama", error="timeout") == 1
@@ -194,28 +167,30 @@ def test_render_round_trip() -> None:
     assert value(families, fused + "_bucket", le="60") == 5
     assert value(families, fused + "_bucket", le="120") == 5
     assert value(families, fused + "_bucket", le="+Inf") == 6
-    les = [ls["le"] for n, ls, _ in families[fused].samples if n.endswith("_bucket")]
-    assert [_float(x) for x in les] == [*LATENCY_BUCKETS, math.inf]
     per_provider = "alchemist_provider_latency_seconds"
     assert value(families, per_provider + "_bucket", provider="local-llama", le="30") == 0
     assert value(families, per_provider + "_bucket", provider="local-llama", le="60") == 1
+    assert value(families, per_provider + "_count", provider="gpt-4o-mini") == 1
 
 
 def test_label_escaping() -> None:
     m = Metrics()
     nasty = 'a "quoted"\\ name\nnext'
     m.inc("alchemist_provider_failures_total", provider=nasty, error="x")
+    m.set("alchemist_breaker_open", 1, provider=nasty)
     text = m.render()
-    assert '\\"quoted\\"\\\\ name\\nnext' in text
+    assert text.count('\\"quoted\\"\\\\ name\\nnext') == 2
     families = parse(text)
     assert value(families, "alchemist_provider_failures_total", provider=nasty, error="x") == 1
+    assert value(families, "alchemist_breaker_open", provider=nasty) == 1
 
 
-def test_cardinality_cap(caplog: pytest.LogCaptureFixture) -> None:
+def test_cardinality_cap() -> None:
     m = Metrics(max_series=10)
     for i in range(25):
         m.inc("alchemist_provider_failures_total", provider=f"p{i}", error="timeout")
         m.observe("alchemist_provider_latency_seconds", 0.1, provider=f"p{i}")
+        m.set("alchemist_weight", i, recipe="r", skill="s", provider=f"p{i}")
     m.inc("alchemist_provider_failures_total", provider="p3", error="timeout")  # existing series still count
     families = parse(m.render())
     fails = families["alchemist_provider_failures_total"].samples
@@ -224,21 +199,32 @@ def test_cardinality_cap(caplog: pytest.LogCaptureFixture) -> None:
     assert value(families, "alchemist_provider_failures_total", provider="p3", error="timeout") == 2
     assert check_histograms(families) == 1 + 11
     assert value(families, "alchemist_provider_latency_seconds_count", provider="other") == 15
+    assert len(families["alchemist_weight"].samples) == 11
+    assert value(families, "alchemist_weight", recipe="other", skill="other", provider="other") == 24
     # the unlabelled metrics are unaffected
     m.inc("alchemist_promotions_total")
     assert value(parse(m.render()), "alchemist_promotions_total") == 1
 
 
-def test_cardinality_warning_once(capsys: pytest.CaptureFixture[str]) -> None:
-    import structlog
+def test_default_cap_is_1000() -> None:
+    m = Metrics()
+    for i in range(1100):
+        m.inc("alchemist_provider_failures_total", provider=f"p{i}", error="timeout")
+    families = parse(m.render())
+    assert len(families["alchemist_provider_failures_total"].samples) == 1001
+    assert value(families, "alchemist_provider_failures_total", provider="other", error="other") == 100
 
+
+def test_cardinality_warning_once() -> None:
     with structlog.testing.capture_logs() as logs:
         m = Metrics(max_series=2)
         for i in range(10):
             m.set("alchemist_recipe_version", i, recipe=f"r{i}")
-    capped = [e for e in logs if e["event"] == "metrics_cardinality_capped"]
-    assert len(capped) == 1 and capped[0]["metric"] == "alchemist_recipe_version"
+            m.observe("alchemist_provider_latency_seconds", 0.1, provider=f"p{i}")
+    capped = [e["metric"] for e in logs if e["event"] == "metrics_cardinality_capped"]
+    assert sorted(capped) == ["alchemist_provider_latency_seconds", "alchemist_recipe_version"]
     assert m.get("alchemist_recipe_version", recipe="other") == 9
+    assert m.get("alchemist_provider_latency_seconds", provider="other") == 8
 
 
 def test_misuse_is_an_error() -> None:
@@ -249,16 +235,26 @@ def test_misuse_is_an_error() -> None:
         m.inc("alchemist_requests_total")  # missing code
     with pytest.raises(ValueError, match="labels"):
         m.inc("alchemist_requests_total", code="ok", extra="1")
+    with pytest.raises(ValueError, match="labels"):
+        m.observe("alchemist_provider_latency_seconds", 1.0, model="x")
     with pytest.raises(ValueError, match="cannot decrease"):
         m.inc("alchemist_requests_total", -1, code="ok")
+    with pytest.raises(ValueError, match="cannot decrease"):
+        m.inc("alchemist_provider_failures_total", -1, provider="p", error="e")
     with pytest.raises(ValueError, match="does not apply"):
         m.observe("alchemist_requests_total", 1.0, code="ok")
     with pytest.raises(ValueError, match="does not apply"):
         m.inc("alchemist_request_latency_seconds")
+    with pytest.raises(ValueError, match="does not apply to live counter"):
+        m.set("alchemist_provider_failures_total", 3, provider="p", error="e")
     with pytest.raises(ValueError, match="alchemist_"):
         m.register(MetricSpec("other_total", "counter", "x"))
     with pytest.raises(ValueError, match="already"):
         m.register(MetricSpec("alchemist_weight", "gauge", "x"))
+    with pytest.raises(ValueError, match="_total"):
+        m.register(MetricSpec("alchemist_things", "counter", "x"))
+    with pytest.raises(ValueError, match="cannot be scraped"):
+        m.register(MetricSpec("alchemist_lag_seconds", "histogram", "x", scraped=True))
 
 
 def test_collectors_run_at_render_and_failures_are_contained() -> None:
@@ -274,7 +270,9 @@ def test_collectors_run_at_render_and_failures_are_contained() -> None:
 
     m.add_collector(broken)
     m.add_collector(mirror)
-    families = parse(m.render())
+    with structlog.testing.capture_logs() as logs:
+        families = parse(m.render())
+    assert [e["error"] for e in logs if e["event"] == "metrics_collector_failed"] == ["RuntimeError: boom"]
     assert value(families, "alchemist_requests_total", code="ok") == 7
     assert value(families, "alchemist_requests_total", code="timeout") == 2
     external["ok"] = 9
@@ -284,11 +282,33 @@ def test_collectors_run_at_render_and_failures_are_contained() -> None:
     assert m.get("alchemist_requests_total", code="timeout") is None
 
 
+def test_live_series_can_be_forgotten() -> None:
+    m = filled()
+    m.remove("alchemist_provider_latency_seconds", provider="local-llama")
+    m.remove("alchemist_provider_failures_total", provider="nobody", error="x")  # absent: no error
+    assert m.get("alchemist_provider_latency_seconds", provider="local-llama") is None
+    assert m.get("alchemist_provider_latency_seconds", provider="gpt-4o-mini") == 1
+    m.clear("alchemist_provider_failures_total")
+    m.clear("alchemist_request_latency_seconds")
+    families = parse(m.render())
+    assert families["alchemist_provider_failures_total"].samples == []
+    assert value(families, "alchemist_request_latency_seconds_count") == 0
+    # a forgotten series comes back from zero
+    m.observe("alchemist_provider_latency_seconds", 0.1, provider="local-llama")
+    m.inc("alchemist_provider_failures_total", provider="local-llama", error="timeout")
+    assert m.get("alchemist_provider_latency_seconds", provider="local-llama") == 1
+    assert m.get("alchemist_provider_failures_total", provider="local-llama", error="timeout") == 1
+
+
 def test_instances_share_nothing() -> None:
     a, b = Metrics(), Metrics()
     a.inc("alchemist_promotions_total")
+    a.observe("alchemist_request_latency_seconds", 0.1)
     assert b.get("alchemist_promotions_total") == 0
     assert a.get("alchemist_promotions_total") == 1
+    assert b.get("alchemist_request_latency_seconds") == 0
+    assert a.registry is not b.registry and a.registry is not REGISTRY
+    assert not any(f.name.startswith("alchemist_") for f in REGISTRY.collect())
 
 
 async def test_http_scrape() -> None:
@@ -299,7 +319,8 @@ async def test_http_scrape() -> None:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
                 assert resp.status == 200
-                assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+                assert resp.headers["Content-Type"] == CONTENT_TYPE
+                assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
                 text = await resp.text()
             async with session.get(f"http://127.0.0.1:{port}/") as resp:
                 assert resp.status == 404

@@ -72,10 +72,11 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
                   promotions=[list(p) for p in h.progress.promotions],
                   final_recipe=final.to_dict() if final else None)
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    write_plot(report, out / "curve.png", f"{Path(args.dataset).name}: served score while "
-               f"learning (rated {args.rated:.0%}, noise {args.noise:.0%}, seed {args.seed})")
+    plotted = write_plot(report, out / "curve.png", f"{Path(args.dataset).name}: served score "
+                         f"while learning (rated {args.rated:.0%}, noise {args.noise:.0%}, "
+                         f"seed {args.seed})")
     print(format_table(report))
-    print(f"report: {out / 'report.json'}  plot: {out / 'curve.png'}")
+    print(f"report: {out / 'report.json'}" + (f"  plot: {out / 'curve.png'}" if plotted else ""))
     return 0
 
 

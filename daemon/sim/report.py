@@ -15,6 +15,7 @@ the prompts the daemon saw:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,13 +142,26 @@ def _best(report: dict[str, object]) -> tuple[str, float]:
     return str(best["model"]), float(best["score"])
 
 
-def write_plot(report: dict[str, object], path: Path, title: str) -> None:
-    """Draw the served and best-single curves with the baselines as a PNG (or any
-    format matplotlib knows from the suffix) at ``path``."""
-    # Figure + Agg canvas directly: no pyplot global state, no backend switching
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+#: what a run says instead of drawing when matplotlib (the ``plot`` extra) is not installed
+PLOT_EXTRA_HINT = "install the plot extra (pip install 'llm-alchemist[plot]')"
 
+
+def write_plot(report: dict[str, object], path: Path, title: str) -> bool:
+    """Draw the served and best-single curves with the baselines as a PNG (or any
+    format matplotlib knows from the suffix) at ``path``.
+
+    matplotlib is optional (the ``plot`` extra) and imported only here: without
+    it, one line on stderr says so, nothing is written, and the result is False.
+    """
+    try:
+        # Figure + Agg canvas directly: no pyplot global state, no backend switching
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "matplotlib":
+            raise  # matplotlib is there but broken: that is worth a traceback
+        print(f"{Path(path).name} not written: {PLOT_EXTRA_HINT}", file=sys.stderr)
+        return False
     curve = report["curve"]
     if not isinstance(curve, dict):
         raise TypeError("report['curve'] is not a mapping")
@@ -181,6 +195,7 @@ def write_plot(report: dict[str, object], path: Path, title: str) -> None:
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return True
 
 
 def format_table(report: dict[str, object]) -> str:

@@ -1,8 +1,9 @@
-"""Prometheus metrics: a small registry and a text-format (0.0.4) endpoint on aiohttp.
+"""Prometheus metrics on prometheus_client: a private registry and ``GET /metrics`` on aiohttp.
 
-No ``prometheus_client`` and no global state: the daemon owns one
-:class:`Metrics` and passes it around; :func:`serve_metrics` exposes it on
-``GET /metrics`` (loopback by default).
+The daemon owns one :class:`Metrics` and passes it around; each has its own
+:class:`prometheus_client.CollectorRegistry` (never the process-wide default
+registry, so two instances in one process share nothing). :func:`serve_metrics`
+exposes it as Prometheus text (format 0.0.4) on ``GET /metrics``, loopback by default.
 
 Metrics (stable names; labels in braces)
 ----------------------------------------
@@ -26,64 +27,68 @@ Metrics (stable names; labels in braces)
 * ``alchemist_breaker_open{provider}`` (gauge): 1 while the provider's circuit breaker is
   open (its calls are skipped), else 0.
 
-Histograms use fixed buckets (:data:`LATENCY_BUCKETS`, 5 ms .. 120 s) and are
-exposed as ``_bucket{le=...}`` (cumulative, ending at ``le="+Inf"``), ``_sum``
-and ``_count``. Metrics without labels are exposed from the start (at 0).
+Histograms use fixed buckets (:data:`LATENCY_BUCKETS`, 5 ms .. 120 s). Metrics
+without labels are exposed from the start (at 0). No ``_created`` series are
+exposed (see ``series.Instrument.collect``).
+
+Where the values come from
+--------------------------
+
+* *Live* metrics, updated on the request path (the two latency histograms and
+  ``alchemist_provider_failures_total``), are prometheus_client ``Histogram`` and
+  ``Counter`` instruments. Each label set's child is cached here, so an
+  ``observe``/``inc`` is a dict lookup plus the child's own locked add.
+* *Scraped* metrics (``MetricSpec.scraped``: running totals kept in ``Counter``
+  objects, recipe versions, weights, in-flight count, breaker state) live elsewhere
+  in the daemon. Hooks added with :meth:`Metrics.add_collector` copy them in with
+  :meth:`Metrics.set` at every scrape. :class:`Metrics` is itself the registry's one
+  custom collector: its ``collect()`` runs the hooks, then yields every family in
+  :data:`METRICS` order.
 
 Cardinality is bounded: each metric keeps at most ``max_series`` label sets
-(1000 by default). Past that, updates for new label sets go to one series
-whose every label is ``other``, and a warning is logged once per metric.
-
-Use from the event loop (``inc``/``set``/``observe`` are cheap and guarded by
-a lock, so a worker thread may call them too). Values that live elsewhere
-(weights, breaker state, in-flight count, counters kept in ``Counter`` objects)
-can be pulled at scrape time by a collector: ``metrics.add_collector(fn)``;
-``fn(metrics)`` runs before every :meth:`Metrics.render` and may ``set`` any
-metric, counters included (mirroring an external running total).
+(1000 by default). prometheus_client has no such limit, so it is enforced here,
+where a label set first appears: a live metric's child cache and a scraped
+metric's value table are the only ways in, and once one holds ``max_series``
+label sets, updates for new ones go to one series whose every label is ``other``
+(a warning is logged once per metric).
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import cast
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from alchemist.daemon.telemetry.series import LATENCY_BUCKETS, OTHER, Instrument, Kind, MetricSpec, Scraped
+
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "MAX_SERIES", "METRICS", "OTHER", "Kind", "MetricSpec",
+           "Metrics", "ScrapeHook", "bound_port", "serve_metrics"]
 
 log = structlog.get_logger("alchemist.metrics")
 
-Kind = Literal["counter", "gauge", "histogram"]
-Collector = Callable[["Metrics"], None]
+#: a scrape hook: ``fn(metrics)`` copies values kept elsewhere in with :meth:`Metrics.set`
+ScrapeHook = Callable[["Metrics"], None]
 
-#: histogram buckets (seconds) for every latency metric: LLM calls take 0.1 .. 60 s
-LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                                      10.0, 20.0, 30.0, 60.0, 120.0)
 #: default cap on label sets per metric
 MAX_SERIES = 1000
-#: the label value updates beyond the cap are folded into
-OTHER = "other"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: the text format 0.0.4 content type: what prometheus_client's own server answers a scraper
+#: that asks for nothing else; every Prometheus version reads it (CONTENT_TYPE_LATEST now says
+#: 1.0.0, which only matters for UTF-8 metric names, and ours are plain)
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 PREFIX = "alchemist_"
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """A metric's name, type, help text and label names (in exposition order)."""
-
-    name: str
-    kind: Kind
-    help: str
-    labels: tuple[str, ...] = ()
-    buckets: tuple[float, ...] = LATENCY_BUCKETS
-
 
 #: every metric the daemon exposes (see the module docstring)
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("alchemist_requests_total", "counter",
-               "Inference requests answered, by outcome code (ok or the error code).", ("code",)),
+               "Inference requests answered, by outcome code (ok or the error code).", ("code",),
+               scraped=True),
     MetricSpec("alchemist_request_latency_seconds", "histogram",
                "End-to-end latency of fused answers in seconds."),
     MetricSpec("alchemist_provider_latency_seconds", "histogram",
@@ -91,55 +96,44 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("alchemist_provider_failures_total", "counter",
                "Failed provider calls, by provider and error kind.", ("provider", "error")),
     MetricSpec("alchemist_ratings_total", "counter",
-               "Feedback messages, by outcome (accepted or the rejection reason).", ("outcome",)),
+               "Feedback messages, by outcome (accepted or the rejection reason).", ("outcome",),
+               scraped=True),
     MetricSpec("alchemist_evolver_generations_total", "counter",
-               "Genetic-algorithm generations run by the evolver."),
+               "Genetic-algorithm generations run by the evolver.", scraped=True),
     MetricSpec("alchemist_promotions_total", "counter",
-               "Recipes promoted and published by this instance."),
+               "Recipes promoted and published by this instance.", scraped=True),
     MetricSpec("alchemist_recipe_version", "gauge",
-               "Version of the recipe currently served.", ("recipe",)),
+               "Version of the recipe currently served.", ("recipe",), scraped=True),
     MetricSpec("alchemist_weight", "gauge",
                "Current fusion weight of a provider for a skill in a recipe.",
-               ("recipe", "skill", "provider")),
-    MetricSpec("alchemist_inflight_requests", "gauge", "Inference requests being served now."),
+               ("recipe", "skill", "provider"), scraped=True),
+    MetricSpec("alchemist_inflight_requests", "gauge", "Inference requests being served now.",
+               scraped=True),
     MetricSpec("alchemist_breaker_open", "gauge",
-               "1 while the provider's circuit breaker is open, else 0.", ("provider",)),
+               "1 while the provider's circuit breaker is open, else 0.", ("provider",),
+               scraped=True),
 )
 
 
-@dataclass(slots=True)
-class _Histogram:
-    buckets: list[int]  # per-bucket (not cumulative) counts; the last one is +Inf
-    sum: float = 0.0
-    count: int = 0
-
-
-@dataclass(slots=True)
-class _Family:
-    spec: MetricSpec
-    values: dict[tuple[str, ...], float] = field(default_factory=dict)
-    histograms: dict[tuple[str, ...], _Histogram] = field(default_factory=dict)
-    overflowed: bool = False
-
-    def series_count(self) -> int:
-        return len(self.histograms) if self.spec.kind == "histogram" else len(self.values)
-
-
-class Metrics:
-    """Counters, gauges and histograms with fixed names, rendered as Prometheus text.
+class Metrics(Collector):
+    """Counters, gauges and histograms with fixed names, on a private prometheus_client registry.
 
     ``specs`` defaults to :data:`METRICS`; ``max_series`` caps the label sets per metric.
     Unknown metric names, a method that does not fit the metric's type, or label
     names that differ from the metric's raise ``ValueError`` (programming errors).
+    Updates may come from any thread; scrape hooks run in the scraping thread (the
+    event loop, for :func:`serve_metrics`).
     """
 
     def __init__(self, specs: Iterable[MetricSpec] = METRICS, *, max_series: int = MAX_SERIES) -> None:
         self.max_series = max_series
-        self._families: dict[str, _Family] = {}
-        self._collectors: list[Collector] = []
-        self._lock = threading.Lock()
+        self._families: dict[str, Instrument | Scraped] = {}
+        self._hooks: list[ScrapeHook] = []
         for spec in specs:
             self.register(spec)
+        #: the registry :func:`serve_metrics` exposes; this object is its one collector
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
 
     # -- definition -------------------------------------------------------------------------
 
@@ -149,22 +143,30 @@ class Metrics:
             raise ValueError(f"metric name {spec.name!r} must be a valid name starting with {PREFIX!r}")
         if spec.name in self._families:
             raise ValueError(f"metric {spec.name!r} is already registered")
+        if spec.kind == "counter" and not spec.name.endswith("_total"):
+            raise ValueError(f"counter {spec.name} must be named *_total")
         for label in spec.labels:
             if not _valid_name(label) or label.startswith("__") or label == "le":
                 raise ValueError(f"invalid label name {label!r} for {spec.name}")
-        if spec.kind == "histogram" and (not spec.buckets or list(spec.buckets) != sorted(set(spec.buckets))):
-            raise ValueError(f"histogram {spec.name} needs strictly increasing buckets")
-        self._families[spec.name] = _Family(spec)
+        if spec.kind == "histogram":
+            if spec.scraped:
+                raise ValueError(f"histogram {spec.name} cannot be scraped: observe() it instead")
+            if not spec.buckets or list(spec.buckets) != sorted(set(spec.buckets)):
+                raise ValueError(f"histogram {spec.name} needs strictly increasing buckets")
+        family = Scraped if spec.scraped else Instrument
+        self._families[spec.name] = family(spec, self.max_series)
 
-    def add_collector(self, collector: Collector) -> None:
-        """Call ``collector(self)`` before each :meth:`render` (to pull values kept elsewhere).
+    def add_collector(self, hook: ScrapeHook) -> None:
+        """Call ``hook(self)`` at every scrape, before the values are read (to pull values kept
+        elsewhere into scraped metrics with :meth:`set`).
 
-        An exception in a collector is logged and the scrape goes on without it.
+        An exception in a hook is logged and the scrape goes on without it.
         """
-        self._collectors.append(collector)
+        self._hooks.append(hook)
 
     @property
     def names(self) -> list[str]:
+        """Every metric's name, in exposition order."""
         return list(self._families)
 
     # -- updates ----------------------------------------------------------------------------
@@ -172,115 +174,73 @@ class Metrics:
     def inc(self, name: str, value: float = 1, **labels: object) -> None:
         """Add ``value`` to a counter (``value >= 0``) or a gauge (any sign)."""
         family = self._family(name, ("counter", "gauge"), "inc")
-        if family.spec.kind == "counter" and value < 0:
+        if value < 0 and family.spec.kind == "counter":
             raise ValueError(f"counter {name} cannot decrease (inc by {value})")
-        with self._lock:
-            key = self._key(family, labels)
-            family.values[key] = family.values.get(key, 0.0) + value
+        if isinstance(family, Scraped):
+            family.update(labels, value, add=True)
+        else:
+            cast("Counter | Gauge", family.child(labels)).inc(value)
 
     def dec(self, name: str, value: float = 1, **labels: object) -> None:
         """Subtract ``value`` from a gauge."""
         family = self._family(name, ("gauge",), "dec")
-        with self._lock:
-            key = self._key(family, labels)
-            family.values[key] = family.values.get(key, 0.0) - value
+        if isinstance(family, Scraped):
+            family.update(labels, -value, add=True)
+        else:
+            cast("Gauge", family.child(labels)).dec(value)
 
     def set(self, name: str, value: float, **labels: object) -> None:
-        """Set a gauge, or a counter to a running total kept elsewhere (e.g. a ``Counter``)."""
+        """Set a gauge, or a scraped counter to a running total kept elsewhere (e.g. a ``Counter``)."""
         family = self._family(name, ("counter", "gauge"), "set")
-        with self._lock:
-            family.values[self._key(family, labels)] = float(value)
+        if isinstance(family, Scraped):
+            family.update(labels, value, add=False)
+        elif family.spec.kind == "gauge":
+            cast("Gauge", family.child(labels)).set(value)
+        else:
+            raise ValueError(f"set() does not apply to live counter {name}: inc() it, or declare "
+                             "it scraped to mirror a total kept elsewhere")
 
     def observe(self, name: str, seconds: float, **labels: object) -> None:
         """Record one observation in a histogram."""
         family = self._family(name, ("histogram",), "observe")
-        bounds = family.spec.buckets
-        with self._lock:
-            key = self._key(family, labels)
-            hist = family.histograms.get(key)
-            if hist is None:
-                hist = family.histograms[key] = _Histogram([0] * (len(bounds) + 1))
-            index = len(bounds)
-            for i, bound in enumerate(bounds):
-                if seconds <= bound:
-                    index = i
-                    break
-            hist.buckets[index] += 1
-            hist.sum += seconds
-            hist.count += 1
+        cast("Histogram", cast("Instrument", family).child(labels)).observe(seconds)
 
     def remove(self, name: str, **labels: object) -> None:
         """Forget one series (e.g. the weight of a provider that was removed on reload)."""
-        family = self._family(name, ("counter", "gauge", "histogram"), "remove")
-        key = self._label_values(family, labels)
-        with self._lock:
-            family.values.pop(key, None)
-            family.histograms.pop(key, None)
+        self._family(name, ("counter", "gauge", "histogram"), "remove").remove(labels)
 
     def clear(self, name: str) -> None:
         """Forget every series of a metric (e.g. before re-setting all weights)."""
-        family = self._family(name, ("counter", "gauge", "histogram"), "clear")
-        with self._lock:
-            family.values.clear()
-            family.histograms.clear()
+        self._family(name, ("counter", "gauge", "histogram"), "clear").clear()
 
     def get(self, name: str, **labels: object) -> float | None:
         """A counter's or gauge's current value, a histogram's count; None if the series is absent."""
-        family = self._family(name, ("counter", "gauge", "histogram"), "get")
-        key = self._label_values(family, labels)
-        with self._lock:
-            if family.spec.kind == "histogram":
-                hist = family.histograms.get(key)
-                return None if hist is None else float(hist.count)
-            if key not in family.values and not family.spec.labels:
-                return 0.0
-            return family.values.get(key)
+        return self._family(name, ("counter", "gauge", "histogram"), "get").value(labels)
 
     # -- exposition -------------------------------------------------------------------------
 
+    def collect(self) -> Iterator[Metric]:
+        """Run the scrape hooks, then yield every metric family (the registry calls this)."""
+        for hook in list(self._hooks):
+            try:
+                hook(self)
+            except Exception as exc:  # noqa: BLE001 - one broken hook must not break the scrape
+                log.warning("metrics_collector_failed", collector=getattr(hook, "__qualname__", "?"),
+                            error=f"{type(exc).__name__}: {exc}")
+        for family in list(self._families.values()):
+            yield from family.collect()
+
     def render(self) -> str:
         """The whole registry in Prometheus text exposition format 0.0.4."""
-        for collector in list(self._collectors):
-            try:
-                collector(self)
-            except Exception as exc:  # noqa: BLE001 - one broken collector must not break the scrape
-                log.warning("metrics_collector_failed", collector=getattr(collector, "__qualname__", "?"),
-                            error=f"{type(exc).__name__}: {exc}")
-        lines: list[str] = []
-        with self._lock:
-            for family in self._families.values():
-                _render_family(family, lines)
-        return "\n".join(lines) + "\n"
+        return _generate_latest(self.registry).decode("utf-8")
 
-    # -- internals --------------------------------------------------------------------------
-
-    def _family(self, name: str, kinds: Sequence[Kind], method: str) -> _Family:
+    def _family(self, name: str, kinds: tuple[Kind, ...], method: str) -> Instrument | Scraped:
         family = self._families.get(name)
         if family is None:
             raise ValueError(f"unknown metric {name!r}")
         if family.spec.kind not in kinds:
             raise ValueError(f"{method}() does not apply to {family.spec.kind} {name}")
         return family
-
-    @staticmethod
-    def _label_values(family: _Family, labels: Mapping[str, object]) -> tuple[str, ...]:
-        expected = family.spec.labels
-        if set(labels) != set(expected):
-            raise ValueError(f"{family.spec.name} takes labels {list(expected)}, got {sorted(labels)}")
-        return tuple(str(labels[label]) for label in expected)
-
-    def _key(self, family: _Family, labels: Mapping[str, object]) -> tuple[str, ...]:
-        """The series key for ``labels``, folded into the ``other`` series past the cap (lock held)."""
-        key = self._label_values(family, labels)
-        if not key or key in family.values or key in family.histograms:
-            return key
-        if family.series_count() < self.max_series:
-            return key
-        if not family.overflowed:
-            family.overflowed = True
-            log.warning("metrics_cardinality_capped", metric=family.spec.name, max_series=self.max_series,
-                        folded_into=OTHER)
-        return (OTHER,) * len(key)
 
 
 async def serve_metrics(metrics: Metrics, host: str = "127.0.0.1", port: int = 9464) -> web.AppRunner:
@@ -290,7 +250,8 @@ async def serve_metrics(metrics: Metrics, host: str = "127.0.0.1", port: int = 9
     """
 
     async def handle(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render().encode("utf-8"),
+        # on the loop on purpose: the scrape hooks read daemon state owned by the loop
+        return web.Response(body=_generate_latest(metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()
@@ -313,59 +274,6 @@ def bound_port(runner: web.AppRunner) -> int:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     raise RuntimeError("the metrics server is not listening")
-
-
-# -- text format helpers ----------------------------------------------------------------------
-
-
-def _render_family(family: _Family, lines: list[str]) -> None:
-    spec = family.spec
-    lines.append(f"# HELP {spec.name} {_escape_help(spec.help)}")
-    lines.append(f"# TYPE {spec.name} {spec.kind}")
-    if spec.kind == "histogram":
-        histograms = dict(family.histograms)
-        if not spec.labels and () not in histograms:
-            histograms[()] = _Histogram([0] * (len(spec.buckets) + 1))
-        for key in sorted(histograms):
-            hist = histograms[key]
-            base = list(zip(spec.labels, key, strict=True))
-            cumulative = 0
-            for bound, count in zip((*spec.buckets, math.inf), hist.buckets, strict=True):
-                cumulative += count
-                lines.append(f"{spec.name}_bucket{_labels([*base, ('le', _number(bound))])} {cumulative}")
-            lines.append(f"{spec.name}_sum{_labels(base)} {_number(hist.sum)}")
-            lines.append(f"{spec.name}_count{_labels(base)} {hist.count}")
-        return
-    values = dict(family.values)
-    if not spec.labels and () not in values:
-        values[()] = 0.0
-    for key in sorted(values):
-        lines.append(f"{spec.name}{_labels(list(zip(spec.labels, key, strict=True)))} "
-                     f"{_number(values[key])}")
-
-
-def _labels(pairs: Sequence[tuple[str, str]]) -> str:
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{name}="{_escape_label(value)}"' for name, value in pairs) + "}"
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
 
 
 def _valid_name(name: str) -> bool:
