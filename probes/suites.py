@@ -210,8 +210,8 @@ class ProbeDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def parse_suite(data: Mapping[str, object], *, source: str = "<suite>") -> Suite:
     """Validate a suite already parsed from TOML (``source`` names it in errors)."""
-    doc = _convert(dict(data), SuiteDocument, source, "")
-    default_answer = _answer(doc.answer, source, "answer")
+    doc = _convert(dict(data), SuiteDocument, source)
+    default_answer = _answer(doc.answer, source)
     names = [t.name for t in doc.templates]
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:
@@ -233,8 +233,8 @@ def _probe(raw: dict[str, Any], index: int, suite: SuiteDocument, default_answer
            source: str) -> Probe:
     pid = raw.get("id")
     label = f"{source}: probe {pid!r}" if isinstance(pid, str) and pid else f"{source}: probes[{index}]"
-    doc = _convert(raw, ProbeDocument, label, "")
-    answer = _answer(doc.answer, label, "answer") or default_answer
+    doc = _convert(raw, ProbeDocument, label)
+    answer = _answer(doc.answer, label) or default_answer
     try:
         checker = build_checker(doc.check, answer=answer)
     except ValueError as exc:
@@ -242,20 +242,20 @@ def _probe(raw: dict[str, Any], index: int, suite: SuiteDocument, default_answer
     return Probe(doc.id, suite.name, doc.skill or suite.skill, doc.prompt, checker, answer)
 
 
-def _convert(raw: object, kind: type[T], label: str, where: str) -> T:
+def _convert(raw: object, kind: type[T], label: str) -> T:
     try:
-        return convert(raw, kind, where=where)
+        return convert(raw, kind)
     except SchemaError as exc:
         raise SuiteError(f"{label}: {exc}") from None
 
 
-def _answer(value: Answer, label: str, field: str) -> AnswerSpec | None:
+def _answer(value: Answer, label: str) -> AnswerSpec | None:
     if value is None:
         return None
     try:
         return AnswerSpec.parse(value)
     except ValueError as exc:
-        raise SuiteError(f"{label}: {field} is not a valid extraction spec: {exc}") from exc
+        raise SuiteError(f"{label}: answer is not a valid extraction spec: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- directories
