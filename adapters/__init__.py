@@ -12,7 +12,7 @@ import aiohttp
 
 from .alchemist import AlchemistAdapter
 from .anthropic import AnthropicAdapter
-from .base import ChatRequest, ChatResult, Message, Provider, ProviderSpec, Secret, Usage
+from .base import ChatRequest, ChatResult, Message, Provider, ProviderOptions, ProviderSpec, Secret, Usage
 from .errors import (
     ProviderAuthError,
     ProviderBadResponse,
@@ -25,7 +25,7 @@ from .gemini import GeminiAdapter
 from .http import call_with_retries, make_session
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
-from .secrets import SecretError, resolve_api_key
+from .secrets import SecretError, resolve_api_key, resolve_spec
 
 __all__ = [
     "ADAPTERS",
@@ -41,6 +41,7 @@ __all__ = [
     "ProviderAuthError",
     "ProviderBadResponse",
     "ProviderError",
+    "ProviderOptions",
     "ProviderRateLimited",
     "ProviderSpec",
     "ProviderTimeout",
@@ -52,6 +53,7 @@ __all__ = [
     "call_with_retries",
     "make_session",
     "resolve_api_key",
+    "resolve_spec",
 ]
 
 #: provider ``kind`` -> adapter factory; the one place a new dialect is registered

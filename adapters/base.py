@@ -9,8 +9,10 @@ one ``aiohttp.ClientSession`` owned by the daemon.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Annotated, Protocol, runtime_checkable
+
+import msgspec
 
 
 class Secret:
@@ -83,28 +85,33 @@ class ChatResult:
     logprob: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderSpec:
-    """Everything an adapter needs to know about one configured provider.
+class ProviderOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One configured provider as a ``[[providers]]`` entry writes it.
 
-    Built by the daemon from its config; adapters never read config files.
-    Prices are USD per million tokens.
+    The one definition of every provider option, its range and its default:
+    the daemon's config converts each entry to this (see ``alchemist.schema``),
+    and :class:`ProviderSpec` adds what is resolved at start-up. The key is
+    named by its source (``api_key_env``, ``api_key_file`` or
+    ``api_key_credential``, at most one), never written here. Prices are USD
+    per million tokens. Which ``kind`` and ``base_url`` are valid is checked by
+    the config, which knows the registered adapters.
     """
 
     name: str
     kind: str
     base_url: str
     model: str
-    api_key: Secret | None = None
-    timeout_s: float = 30.0
-    max_retries: int = 2
-    max_concurrency: int = 16
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    api_key_credential: str | None = None
+    timeout_s: Annotated[float, msgspec.Meta(ge=0.01, le=3600)] = 30.0
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 16
     #: at most this many requests per second (evenly spaced); None = no limit
-    rate_per_s: float | None = None
-    price_input: float | None = None
-    price_output: float | None = None
+    rate_per_s: Annotated[float, msgspec.Meta(ge=0.001)] | None = None
+    price_input: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
+    price_output: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
     logprobs: bool = False
-    headers: Mapping[str, str] = field(default_factory=dict)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD cost of a call, or None when this provider has no price."""
@@ -112,6 +119,19 @@ class ProviderSpec:
             return None
         return (prompt_tokens * (self.price_input or 0.0)
                 + completion_tokens * (self.price_output or 0.0)) / 1e6
+
+
+class ProviderSpec(ProviderOptions, frozen=True):
+    """Everything an adapter needs to know about one provider: its options, plus
+    what the daemon resolves at start-up (``alchemist.adapters.secrets.resolve_spec``).
+
+    Adapters never read config files. ``api_key`` is a :class:`Secret`, so it
+    shows in no ``repr``; ``headers`` are sent with every call (tests and
+    embedders set them; the config has no such key).
+    """
+
+    api_key: Secret | None = None
+    headers: Mapping[str, str] = {}
 
 
 @runtime_checkable

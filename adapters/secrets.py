@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import Secret
+from .base import ProviderOptions, ProviderSpec, Secret
 
-__all__ = ["SecretError", "resolve_api_key"]
+__all__ = ["SecretError", "resolve_api_key", "resolve_spec"]
 
 
 class SecretError(ValueError):
@@ -42,6 +42,17 @@ def resolve_api_key(name: str, *, env: str | None, file: str | None,
     if credential is not None:
         return _from_credential(name, credential)
     return None
+
+
+def resolve_spec(options: ProviderOptions) -> ProviderSpec:
+    """``options`` ready for an adapter: the same options, with the API key read from
+    the one source they name (see :func:`resolve_api_key`; :class:`SecretError` if
+    it cannot be read)."""
+    key = resolve_api_key(options.name, env=options.api_key_env, file=options.api_key_file,
+                          credential=options.api_key_credential)
+    # every option as it is: ProviderSpec is ProviderOptions plus what is resolved here
+    given = {name: getattr(options, name) for name in ProviderOptions.__struct_fields__}
+    return ProviderSpec(**given, api_key=key)
 
 
 def _from_env(name: str, var: str) -> Secret:

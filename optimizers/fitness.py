@@ -59,6 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alchemist.answers.recipes import DEFAULT_PARAMS
 from alchemist.optimizers.data import Float32Array, FloatArray, IntArray, Snapshot
 from alchemist.optimizers.estimator import record_values
 from alchemist.optimizers.templates import TemplateStats
@@ -91,7 +92,7 @@ class FitnessParams:
     ``noise``: assumed probability that a rating is flipped.
     """
 
-    min_weight: float = 0.05
+    min_weight: float = DEFAULT_PARAMS.min_weight
     cost_weight: float = 0.02
     shrink_k: float = 20.0
     noise: float = 0.1

@@ -12,35 +12,51 @@ loads the suites shipped in ``probes/suites/`` plus a user directory's;
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Final
+from typing import Any, TypeVar
+
+import msgspec
 
 from alchemist.adapters.base import Message
 from alchemist.answers.extract import AnswerSpec
+from alchemist.answers.recipes import SUITE_NAME
 from alchemist.probes.checker_spec import build_checker
 from alchemist.probes.checkers import Checker
+from alchemist.schema import SchemaError, convert
 
-_SUITE_KEYS: Final = frozenset({"name", "skill", "description", "answer", "templates", "probes"})
-_TEMPLATE_KEYS: Final = frozenset({"name", "system", "suffix"})
-_PROBE_KEYS: Final = frozenset({"id", "prompt", "check", "answer", "skill"})
-_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
-_Fail = Callable[[str], "SuiteError"]
+T = TypeVar("T")
+#: an extraction spec as a suite writes it: ``"number"``, ``"json:answer"``, or a table
+Answer = str | dict[str, Any] | None
 
 
 class SuiteError(ValueError):
     """A suite file that can't be loaded; the message names the file and the probe."""
 
 
-@dataclass(frozen=True, slots=True)
-class Template:
-    """A prompt variant: an optional system prompt and an instruction appended to the prompt."""
+def check_name(value: str, field: str) -> None:
+    """``ValueError`` unless ``value`` names a suite, skill, template or probe."""
+    if not SUITE_NAME.match(value) or value == "*":
+        raise ValueError(f"{field} must be a non-empty string of lowercase letters, digits, '_', '-' "
+                         f"or '.', not {value!r}.")
+
+
+class Template(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A prompt variant: an optional system prompt and an instruction appended to the prompt.
+
+    Also a ``[[templates]]`` entry of a suite file, as written.
+    """
 
     name: str
     system: str | None = None
     suffix: str = ""
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "name")
+        if self.system is not None and not self.system.strip():
+            raise ValueError("system must be a non-empty string when given.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +155,12 @@ def _label(suite: Suite) -> str:
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Load and validate one suite file; raises :class:`SuiteError` naming file and probe."""
+    """Load and validate one suite file; raises :class:`SuiteError` naming file and probe.
+
+    The document is converted to :class:`SuiteDocument` (``alchemist.schema``):
+    an unknown key or a bad value is refused with its path, and each probe's
+    errors name it by its id.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -152,101 +173,89 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(data, source=str(path))
 
 
+class SuiteDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A suite file as written (``probes/README.md`` documents it)."""
+
+    name: str
+    skill: str
+    description: str = ""
+    #: the default extraction spec of the suite's probes
+    answer: Answer = None
+    templates: tuple[Template, ...] = ()
+    #: each read as a :class:`ProbeDocument` on its own, so its errors name the probe by id
+    probes: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "name")
+        check_name(self.skill, "skill")
+
+
+class ProbeDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A ``[[probes]]`` entry as written; ``check`` is read by :func:`build_checker`."""
+
+    id: str
+    prompt: str
+    check: dict[str, Any]
+    answer: Answer = None
+    #: the suite's skill unless given
+    skill: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.id, "id")
+        if not self.prompt.strip():
+            raise ValueError("prompt must be a non-empty string.")
+        if self.skill is not None:
+            check_name(self.skill, "skill")
+
+
 def parse_suite(data: Mapping[str, object], *, source: str = "<suite>") -> Suite:
     """Validate a suite already parsed from TOML (``source`` names it in errors)."""
-
-    def fail(message: str) -> SuiteError:
-        return SuiteError(f"{source}: {message}")
-
-    unknown = sorted(str(k) for k in data if k not in _SUITE_KEYS)
-    if unknown:
-        raise fail(f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
-                   f"a suite accepts {', '.join(map(repr, sorted(_SUITE_KEYS)))}.")
-    name = _name(data.get("name"), "The suite 'name'", fail)
-    skill = _name(data.get("skill"), "The suite 'skill'", fail)
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise fail("The suite 'description' must be a string.")
-    default_answer = _answer(data.get("answer"), "The suite 'answer'", fail)
-    templates = _templates(data.get("templates", []), fail)
-    raw_probes = data.get("probes")
-    if not isinstance(raw_probes, list) or not raw_probes:
-        raise fail("The suite needs at least one [[probes]] entry.")
+    doc = _convert(dict(data), SuiteDocument, source)
+    default_answer = _answer(doc.answer, source)
+    names = [t.name for t in doc.templates]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise SuiteError(f"{source}: template {twice!r} is defined twice; template names must be unique.")
+    if not doc.probes:
+        raise SuiteError(f"{source}: The suite needs at least one [[probes]] entry.")
     probes: list[Probe] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_probes, 1):
-        probe = _probe(raw, index, name, skill, default_answer, fail)
-        if probe.id in seen:
-            raise fail(f"probe {probe.id!r}: the id is used twice; probe ids must be unique in a suite.")
-        seen.add(probe.id)
+    for index, raw in enumerate(doc.probes):
+        probe = _probe(raw, index, doc, default_answer, source)
+        if any(p.id == probe.id for p in probes):
+            raise SuiteError(f"{source}: probe {probe.id!r}: the id is used twice; probe ids must be "
+                             "unique in a suite.")
         probes.append(probe)
-    return Suite(name, skill, tuple(probes), templates, description,
+    return Suite(doc.name, doc.skill, tuple(probes), doc.templates, doc.description,
                  None if source.startswith("<") else source)
 
 
-def _name(value: object, what: str, fail: _Fail) -> str:
-    if not isinstance(value, str) or not value or not set(value) <= _NAME_CHARS or value == "*":
-        raise fail(f"{what} must be a non-empty string of lowercase letters, digits, '_', '-' or '.', "
-                   f"not {value!r}.")
-    return value
+def _probe(raw: dict[str, Any], index: int, suite: SuiteDocument, default_answer: AnswerSpec | None,
+           source: str) -> Probe:
+    pid = raw.get("id")
+    label = f"{source}: probe {pid!r}" if isinstance(pid, str) and pid else f"{source}: probes[{index}]"
+    doc = _convert(raw, ProbeDocument, label)
+    answer = _answer(doc.answer, label) or default_answer
+    try:
+        checker = build_checker(doc.check, answer=answer)
+    except ValueError as exc:
+        raise SuiteError(f"{label}: {exc}") from exc
+    return Probe(doc.id, suite.name, doc.skill or suite.skill, doc.prompt, checker, answer)
 
 
-def _answer(value: object, what: str, fail: _Fail) -> AnswerSpec | None:
+def _convert(raw: object, kind: type[T], label: str) -> T:
+    try:
+        return convert(raw, kind)
+    except SchemaError as exc:
+        raise SuiteError(f"{label}: {exc}") from None
+
+
+def _answer(value: Answer, label: str) -> AnswerSpec | None:
     if value is None:
         return None
     try:
         return AnswerSpec.parse(value)
     except ValueError as exc:
-        raise fail(f"{what} is not a valid extraction spec: {exc}") from exc
-
-
-def _templates(value: object, fail: _Fail) -> tuple[Template, ...]:
-    if not isinstance(value, list):
-        raise fail("'templates' must be an array of tables ([[templates]]).")
-    out: list[Template] = []
-    for index, raw in enumerate(value, 1):
-        if not isinstance(raw, Mapping):
-            raise fail(f"template #{index} must be a table with 'name', 'system' and 'suffix'.")
-        unknown = sorted(str(k) for k in raw if k not in _TEMPLATE_KEYS)
-        if unknown:
-            raise fail(f"template #{index} has unknown key(s) {', '.join(map(repr, unknown))}; "
-                       "a template accepts 'name', 'system' and 'suffix'.")
-        name = _name(raw.get("name"), f"Template #{index}'s 'name'", fail)
-        system, suffix = raw.get("system"), raw.get("suffix", "")
-        if system is not None and (not isinstance(system, str) or not system.strip()):
-            raise fail(f"template {name!r}: 'system' must be a non-empty string when given.")
-        if not isinstance(suffix, str):
-            raise fail(f"template {name!r}: 'suffix' must be a string.")
-        if any(t.name == name for t in out):
-            raise fail(f"template {name!r} is defined twice; template names must be unique.")
-        out.append(Template(name, system, suffix))
-    return tuple(out)
-
-
-def _probe(raw: object, index: int, suite: str, skill: str, default_answer: AnswerSpec | None,
-           fail: _Fail) -> Probe:
-    if not isinstance(raw, Mapping):
-        raise fail(f"probe #{index} must be a table with 'id', 'prompt' and 'check'.")
-    pid = raw.get("id")
-    label = f"probe {pid!r}" if isinstance(pid, str) and pid else f"probe #{index}"
-    unknown = sorted(str(k) for k in raw if k not in _PROBE_KEYS)
-    if unknown:
-        raise fail(f"{label} has unknown key(s) {', '.join(map(repr, unknown))}; "
-                   f"a probe accepts {', '.join(map(repr, sorted(_PROBE_KEYS)))}.")
-    pid = _name(pid, f"The 'id' of {label}", fail)
-    prompt = raw.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise fail(f"{label}: 'prompt' must be a non-empty string.")
-    probe_skill = _name(raw.get("skill", skill), f"The 'skill' of {label}", fail)
-    answer = _answer(raw.get("answer"), f"The 'answer' of {label}", fail) or default_answer
-    check = raw.get("check")
-    if not isinstance(check, Mapping):
-        raise fail(f"{label} needs a 'check' table (like check = {{kind = \"number\", expected = 42}}).")
-    try:
-        checker = build_checker(check, answer=answer)
-    except ValueError as exc:
-        raise fail(f"{label}: {exc}") from exc
-    return Probe(pid, suite, probe_skill, prompt, checker, answer)
+        raise SuiteError(f"{label}: answer is not a valid extraction spec: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- directories

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from alchemist.adapters.base import Message
-from alchemist.probes.checkers import ChoiceChecker, JsonChecker, NumberChecker, PythonLiteralChecker
+from alchemist.probes.checker_spec import SPECS
+from alchemist.probes.checkers import (
+    CHECK_KINDS,
+    ChoiceChecker,
+    JsonChecker,
+    NumberChecker,
+    PythonLiteralChecker,
+)
 from alchemist.probes.suites import (
     Probe,
     Suite,
@@ -377,31 +384,54 @@ P = "[[probes]]\nid='a'\nprompt='p'\ncheck={kind='exact', expected='a'}\n"
 BAD_SUITES: list[tuple[str, str]] = [
     ("name = 'x'\nskill = ", "is not valid TOML"),
     ("skill = 'math'\n" + P,
-     "The suite 'name' must be a non-empty string"),
+     "bad.toml: name is required"),
     ("name = 'x'\nskill = 'Math Skills'\n" + P,
-     "The suite 'skill' must be"),
+     "bad.toml: skill must be a non-empty string of lowercase letters, digits, '_', '-' or '.', "
+     "not 'Math Skills'."),
     ("name = 'x'\nskill = 'math'\nversion = 2\n[[probes]]\nid='a'\nprompt='p'\n"
-     "check={kind='exact', expected='a'}", "unknown top-level key(s) 'version'"),
+     "check={kind='exact', expected='a'}",
+     "bad.toml: unknown field 'version'; accepted fields: name, skill, description,"),
     ("name = 'x'\nskill = 'math'", "needs at least one [[probes]] entry"),
-    ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'", "probe 'a' needs a 'check' table"),
+    ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'", "bad.toml: probe 'a': check is required"),
     ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'\ncheck={kind='number', expected='many'}",
      "probe 'a': The number check field 'expected' must be a finite number"),
     ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'\ncheck={kind='choice', expected='Z'}",
      "probe 'a': The choice check field 'expected' must be one letter A-J"),
     ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt=''\ncheck={kind='exact', expected='a'}",
-     "probe 'a': 'prompt' must be a non-empty string"),
+     "probe 'a': prompt must be a non-empty string"),
     ("name = 'x'\nskill = 'math'\n[[probes]]\nprompt='p'\ncheck={kind='exact', expected='a'}",
-     "The 'id' of probe #1 must be"),
+     "bad.toml: probes[0]: id is required"),
     ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'\nexpected=3\n"
-     "check={kind='exact', expected='a'}", "probe 'a' has unknown key(s) 'expected'"),
+     "check={kind='exact', expected='a'}",
+     "probe 'a': unknown field 'expected'; accepted fields: id, prompt, check,"),
     ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'\nanswer='json'\n"
-     "check={kind='exact', expected='a'}", "The 'answer' of probe 'a' is not a valid extraction spec"),
+     "check={kind='exact', expected='a'}",
+     "probe 'a': answer is not a valid extraction spec: The json answer kind needs a field"),
     ("name = 'x'\nskill = 'math'\n" + P * 2,
      "probe 'a': the id is used twice"),
     ("name = 'x'\nskill = 'math'\n[[templates]]\nname='t'\nprefix='x'\n" + P,
-     "template #1 has unknown key(s) 'prefix'"),
+     "unknown field 'prefix' in templates[0]; accepted fields: name, system, suffix"),
     ("name = 'x'\nskill = 'math'\n[[templates]]\nname='t'\n[[templates]]\nname='t'\n" + P,
      "template 't' is defined twice"),
+    ("name = 'x'\nskill = 'math'\n[[templates]]\nname='T 1'\n" + P,
+     "templates[0]: name must be a non-empty string of lowercase letters"),
+    ("name = 'x'\nskill = 'math'\n[[templates]]\nname='t'\nsystem=' '\n" + P,
+     "templates[0]: system must be a non-empty string when given."),
+    ("name = 'x'\nskill = 'math'\n[[templates]]\nname='t'\nsuffix=3\n" + P,
+     "templates[0].suffix must be a string, got 3"),
+    ("name = 'x'\nskill = 'math'\ndescription = 3\n" + P, "bad.toml: description must be a string, got 3"),
+    ("name = 'x'\nskill = 'math'\nprobes = [3]", "bad.toml: probes[0] must be a map, got 3"),
+    ("name = 'x'\nskill = 'math'\nanswer = 'nope'\n" + P,
+     "bad.toml: answer is not a valid extraction spec: The answer kind must be one of"),
+    ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'\nskill='*'\n"
+     "check={kind='exact', expected='a'}", "probe 'a': skill must be a non-empty string"),
+    ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt=3\ncheck={kind='exact', expected='a'}",
+     "probe 'a': prompt must be a string, got 3"),
+    ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'\ncheck=3",
+     "probe 'a': check must be a map, got 3"),
+    ("name = 'x'\nskill = 'math'\n[[probes]]\nid='a'\nprompt='p'\n"
+     "check={kind='number', expected=1, tolerance='1'}",
+     "probe 'a': The number check field 'tolerance' must be an integer or a number, got '1'."),
 ]
 
 
@@ -420,3 +450,7 @@ def test_unreadable_suite_file(tmp_path: Path) -> None:
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe name")
     with pytest.raises(SuiteError, match="not UTF-8 text"):
         load_suite(tmp_path / "bin.toml")
+
+
+def test_every_check_kind_has_one_spec() -> None:
+    assert tuple(SPECS) == CHECK_KINDS

@@ -25,8 +25,15 @@ from nats.aio.client import Client
 from nats.micro.service import ServiceConfig
 
 from alchemist import __version__
-from alchemist.adapters import Provider, ProviderSpec, build_provider, make_session, resolve_api_key
-from alchemist.daemon.config import Config, ConfigError, ProviderConfig, load_config
+from alchemist.adapters import (
+    Provider,
+    ProviderOptions,
+    ProviderSpec,
+    build_provider,
+    make_session,
+    resolve_spec,
+)
+from alchemist.daemon.config import Config, ConfigError, load_config
 from alchemist.daemon.learning.evolver import Evolver
 from alchemist.daemon.learning.feedback import FeedbackConsumer
 from alchemist.daemon.learning.prober import Prober
@@ -60,17 +67,12 @@ def check_templates(cfg: Config, catalog: Mapping[str, Sequence[Template]]) -> N
                         "'suffix' is the same as none and is left out)")
 
 
-def provider_spec(p: ProviderConfig) -> ProviderSpec:
-    """Resolve a provider's config (and its key) into what adapters take."""
-    key = resolve_api_key(p.name, env=p.api_key_env, file=p.api_key_file,
-                          credential=p.api_key_credential)
-    if key is not None:
-        register_secret(key.reveal())
-    return ProviderSpec(
-        name=p.name, kind=p.kind, base_url=p.base_url, model=p.model, api_key=key,
-        timeout_s=p.timeout_s, max_retries=p.max_retries, max_concurrency=p.max_concurrency,
-        rate_per_s=p.rate_per_s,
-        price_input=p.price_input, price_output=p.price_output, logprobs=p.logprobs)
+def provider_spec(p: ProviderOptions) -> ProviderSpec:
+    """Resolve a provider's options (and its key) into what adapters take."""
+    spec = resolve_spec(p)
+    if spec.api_key is not None:
+        register_secret(spec.api_key.reveal())
+    return spec
 
 
 class Daemon:

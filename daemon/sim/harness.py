@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from alchemist.answers.extract import AnswerSpec
-from alchemist.answers.recipes import Recipe
+from alchemist.answers.recipes import DEFAULT_PARAMS, Recipe
 from alchemist.daemon.config import Config, parse_config
 from alchemist.daemon.runtime.app import Daemon
 from alchemist.daemon.sim.replay import Latency, ReplayItem, ReplayServer, ReplaySet
@@ -47,8 +47,8 @@ class LoopSettings:
     concurrency: int = 8
     latency: Latency | Mapping[str, Latency] = Latency(median_ms=2.0)
     failure_rate: float | Mapping[str, float] = 0.0
-    explore: float = 0.0
-    min_weight: float = 0.05
+    explore: float = DEFAULT_PARAMS.explore
+    min_weight: float = DEFAULT_PARAMS.min_weight
     deadline_ms: int = 10_000
     evolver: Mapping[str, Any] = field(default_factory=dict)
 
