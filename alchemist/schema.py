@@ -133,7 +133,7 @@ def _explain(exc: msgspec.ValidationError, kind: object, raw: object, where: str
     node = _type_at(mi.type_info(kind), steps)
     value = _value_at(raw, steps)
     if m and m.group("key"):
-        return _key_error(path or document, path, node, value)
+        return _key_error(path or document, path, node, value, _py_key(_py_at(kind, steps)))
     if text.startswith("Object contains unknown field "):
         name = text.split("`")[1]
         accepted = _accepted(node)
@@ -154,12 +154,13 @@ def _explain(exc: msgspec.ValidationError, kind: object, raw: object, where: str
     return SchemaError(f"{path or document}{tail}", path, tail)
 
 
-def _key_error(subject: str, path: str, node: mi.Type | None, container: object) -> SchemaError:
-    key_type = _bare(node).key_type if isinstance(_bare(node), mi.DictType) else None  # type: ignore[union-attr]
-    want = _want(key_type) if key_type is not None else "a string"
+def _key_error(subject: str, path: str, node: mi.Type | None, container: object,
+               key_type: object) -> SchemaError:
+    mapping = _unwrap(node, want_struct=False) if node is not None else None
+    want = _want(mapping.key_type) if isinstance(mapping, mi.DictType) else "a string"
     bad = _MISSING
-    if isinstance(container, dict) and key_type is not None:
-        bad = next((k for k in container if not _fits_node(k, key_type)), _MISSING)
+    if isinstance(container, dict):
+        bad = next((k for k in container if not _fits(k, key_type)), _MISSING)
     key = f" {_show(bad)}" if bad is not _MISSING else ""
     tail = f" has a key{key} that is not {want}"
     return SchemaError(f"{subject}{tail}", path, tail)
@@ -207,24 +208,6 @@ def _fits(value: object, kind: object) -> bool:
     return True
 
 
-def _fits_node(value: object, node: mi.Type) -> bool:
-    """Whether a dict key fits its declared type (keys are strings or integers)."""
-    node = _bare(node)  # type: ignore[assignment]
-    if isinstance(node, mi.StrType):
-        return isinstance(value, str) and _str_ok(value, node)
-    if isinstance(node, mi.IntType):
-        return isinstance(value, int) and not isinstance(value, bool)
-    return True
-
-
-def _str_ok(value: str, node: mi.StrType) -> bool:
-    if node.min_length is not None and len(value) < node.min_length:
-        return False
-    if node.max_length is not None and len(value) > node.max_length:
-        return False
-    return node.pattern is None or re.search(node.pattern, value) is not None
-
-
 def _value_at(raw: object, steps: list[_Step]) -> object:
     for s in steps:
         key: object = s.key if isinstance(s, _Key) else s
@@ -261,6 +244,17 @@ def _py_pick(kind: object, step: _Step) -> object:
     if origin in (list, tuple, set, frozenset) and isinstance(step, int) and args:
         return args[0]
     return None
+
+
+def _py_key(kind: object) -> object:
+    """The Python type of a mapping's keys (a Struct's are strings), or None."""
+    while typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return next((k for k in map(_py_key, typing.get_args(kind)) if k is not None), None)
+    if typing.get_origin(kind) is dict:
+        return typing.get_args(kind)[0]
+    return str if isinstance(kind, type) and issubclass(kind, msgspec.Struct) else None
 
 
 def _type_at(node: mi.Type, steps: list[_Step]) -> mi.Type | None:
@@ -386,7 +380,10 @@ def _show(value: object) -> str:
         return f"an integer of {len(str(abs(value)))} digits"
     if isinstance(value, int | float):
         return repr(value)
-    return f"a {type(value).__name__}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "bytes"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _loose_json(data: bytes) -> object:
