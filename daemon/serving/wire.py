@@ -15,7 +15,6 @@ import json
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -87,9 +86,12 @@ class InferBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("messages must contain at least one 'user' message")
 
 
-@dataclass(frozen=True, slots=True)
-class InferRequest:
-    """A validated ``alchemist.infer`` request, as the daemon works with it."""
+class InferRequest(msgspec.Struct, frozen=True):
+    """A validated ``alchemist.infer`` request, as the daemon works with it.
+
+    Never decoded (:class:`InferBody` is); a frozen Struct rather than a frozen
+    dataclass because it is built once per request and builds ten times faster.
+    """
 
     messages: tuple[Message, ...]
     recipe: str = "default"
