@@ -12,10 +12,9 @@ users read, naming the field by its path and what is accepted::
     providers[1].timeout_s must be a number, got a string
     weights.math.a must be a number between 0 and 1, got 2
 
-msgspec names no dict key in its paths (``weights[...]``); the key is found
-again here by checking the document's entries against the declared type, so
-the path names it. A field may say in words what it accepts with
-``Meta(description=...)``; that phrase then replaces the generic one.
+msgspec names no dict key in its paths (``weights[...]``): the entry that does
+not fit its declared type is found again, so the path names it. A field may
+say what it accepts in words, ``Meta(description=...)``, used in its errors.
 
 Cross-field rules live in a Struct's ``__post_init__`` and raise
 :class:`ValueError`; their message is kept and prefixed with the field path.
@@ -144,7 +143,8 @@ def _explain(exc: msgspec.ValidationError, kind: object, raw: object, where: str
     if text.startswith("Object missing required field "):
         full = _join(path, [text.split("`")[1]])
         return SchemaError(f"{full} is required", full, " is required")
-    if isinstance(_bare(node), mi.StructType) and not text.startswith("Expected `"):
+    if node is not None and isinstance(_unwrap(node), mi.StructType) \
+            and not text.startswith("Expected `"):
         # a __post_init__ rule: keep its words, say where
         return SchemaError(f"{path}: {text}" if path else text, path, f": {text}")
     want = _want(node) if node is not None else _words(text)

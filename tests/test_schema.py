@@ -49,6 +49,7 @@ class Doc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     limits: Limits = Limits()
     either: str | dict[str, Any] | None = None
     maybe: Annotated[int, Meta(ge=0)] | None = None
+    opt: Item | None = None
 
     def __post_init__(self) -> None:
         if self.mode == "slow" and self.count > 1:
@@ -82,7 +83,7 @@ class Doc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ({"mode": "slow", "count": 2}, "a slow doc counts 1", ""),
     ({"colour": "red", "nope": 1}, "unknown field 'nope'; accepted fields: title, count, ratio, "
                                    "mode, colour, flag, items, tags, weights, named, limits, "
-                                   "either, maybe", ""),
+                                   "either, maybe, opt", ""),
     ({"weights": {"math": {"a": 0.5}, "code": {"a": 1, "b": 1.5}}},
      "weights.code.b must be a number between 0 and 1, got 1.5", "weights.code.b"),
     ({"weights": {"a b": {"x": -1}}}, "weights['a b'].x must be a number between 0 and 1, "
@@ -98,6 +99,8 @@ class Doc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ({"either": 3}, "either must be a string or a map, got 3", "either"),
     ({"either": {1: 2}}, "either has a key 1 that is not a string", "either"),
     ({"maybe": -1}, "maybe must be an integer >= 0, got -1", "maybe"),
+    ({"opt": {"name": "LOUD"}}, "opt: the name must not be all capitals", "opt"),
+    ({"opt": 3}, "opt must be a map, got 3", "opt"),
     ({"count": 10 ** 40, "ratio": "x"}, "ratio must be a number between 0 and 1, got 'x'",
      "ratio"),
     ({"limits": {"retries": 10 ** 30}}, "limits.retries must be an integer between 0 and 5, "
