@@ -12,18 +12,21 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import tomli_w
 
 from alchemist.answers.extract import AnswerSpec
+from alchemist.schema import SchemaError, convert
 
-REASONS = ("init", "evolved", "rollback", "manual")
-STRATEGIES = ("vote", "select")
+Reason = Literal["init", "evolved", "rollback", "manual"]
+REASONS: tuple[str, ...] = get_args(Reason)
+STRATEGIES = ("vote", "select")  # answers.fusion.Strategy (not imported: it pulls in numpy)
 FALLBACK = "*"
 #: how probe suites, their skills and their templates are named
 SUITE_NAME = re.compile(r"^[a-z0-9_.-]+$")
+_NAMED = "lowercase letters, digits, '_', '-' or '.'"
 
 
 class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -40,6 +43,44 @@ DEFAULT_PARAMS = Params()
 
 class RecipeError(ValueError):
     """A recipe document that cannot be used; the message says which field."""
+
+
+_Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+_Skill = Annotated[str, msgspec.Meta(pattern=SUITE_NAME.pattern, description=(
+    f"a probe suite's skill name ({_NAMED}; not the fallback '*')"))]
+_Provider = Annotated[str, msgspec.Meta(min_length=1, description="a non-empty provider name")]
+_Template = Annotated[str, msgspec.Meta(pattern=SUITE_NAME.pattern, description=(
+    f"a template name ({_NAMED})"))]
+
+
+class RecipeDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The dict form of a recipe (KV value, ``alchemist.recipes.<name>`` event, TOML export).
+
+    Only read here (see :meth:`Recipe.from_dict`); :meth:`Recipe.to_dict`
+    writes the same fields. Documents of older versions load too: every field
+    added since has a default.
+    """
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    version: Annotated[int, msgspec.Meta(ge=1)] = 1
+    strategy: Literal["vote", "select"] = "vote"
+    #: an answer spec: a map or the short form ``"json:answer"`` (see AnswerSpec.parse)
+    answer: str | dict[str, Any] = msgspec.field(default_factory=lambda: {"kind": "text"})
+    weights: Annotated[dict[str, dict[str, _Unit]], msgspec.Meta(
+        description="a map {skill: {provider: weight from 0 to 1}}")] = {}
+    params: Params = DEFAULT_PARAMS
+    parent: int | None = None
+    #: left out: now
+    created_at: float | None = None
+    reason: Reason = "manual"
+    fitness: float | None = None
+    baseline_fitness: float | None = None
+    n_ratings: int | None = None
+    generation: int | None = None
+    templates: Annotated[
+        dict[_Skill, Annotated[dict[_Provider, _Template], msgspec.Meta(
+            description="a map {provider: template name}")]],
+        msgspec.Meta(description="a map {skill: {provider: template name}}")] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,45 +145,23 @@ class Recipe:
     @staticmethod
     def from_dict(raw: object) -> Recipe:
         """Validate a dict form (from KV, an event, or an imported TOML file)."""
-        if not isinstance(raw, dict):
-            raise RecipeError("a recipe must be a map")
-        known = {"name", "version", "strategy", "answer", "weights", "params", "parent",
-                 "created_at", "reason", "fitness", "baseline_fitness", "n_ratings", "generation",
-                 "templates"}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise RecipeError(f"unknown recipe field {unknown[0]!r}; fields: {', '.join(sorted(known))}")
-        name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise RecipeError("recipe field 'name' must be a non-empty string")
-        version = raw.get("version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise RecipeError("recipe field 'version' must be a positive integer")
-        strategy = raw.get("strategy", "vote")
-        if strategy not in STRATEGIES:
-            raise RecipeError(f"recipe field 'strategy' must be one of {', '.join(STRATEGIES)}")
-        reason = raw.get("reason", "manual")
-        if reason not in REASONS:
-            raise RecipeError(f"recipe field 'reason' must be one of {', '.join(REASONS)}")
         try:
-            answer = AnswerSpec.parse(raw.get("answer", {"kind": "text"}))
+            doc = convert(raw, RecipeDoc, document="a recipe")
+        except SchemaError as exc:
+            raise RecipeError(exc.about(f"recipe field {exc.path!r}") if exc.path
+                              else exc.about("the recipe")) from None
+        try:
+            answer = AnswerSpec.parse(doc.answer)
         except ValueError as exc:
             raise RecipeError(f"recipe field 'answer': {exc}") from None
-        weights = _weights(raw.get("weights", {}))
-        params = raw.get("params", {})
-        if not isinstance(params, dict) or set(params) - {"min_weight", "explore"}:
-            raise RecipeError("recipe field 'params' accepts only min_weight and explore")
-        min_weight = _unit(params.get("min_weight", DEFAULT_PARAMS.min_weight), "params.min_weight")
-        explore = _unit(params.get("explore", DEFAULT_PARAMS.explore), "params.explore")
         return Recipe(
-            name=name, version=version, strategy=strategy, answer=answer, weights=weights,
-            min_weight=min_weight, explore=explore, parent=_opt_int(raw.get("parent"), "parent"),
-            created_at=float(raw.get("created_at", time.time())), reason=reason,
-            fitness=_opt_float(raw.get("fitness"), "fitness"),
-            baseline_fitness=_opt_float(raw.get("baseline_fitness"), "baseline_fitness"),
-            n_ratings=_opt_int(raw.get("n_ratings"), "n_ratings") or 0,
-            generation=_opt_int(raw.get("generation"), "generation") or 0,
-            templates=_templates(raw.get("templates", {})),
+            name=doc.name, version=doc.version, strategy=doc.strategy, answer=answer,
+            weights=doc.weights, min_weight=doc.params.min_weight, explore=doc.params.explore,
+            parent=doc.parent,
+            created_at=time.time() if doc.created_at is None else doc.created_at,
+            reason=doc.reason, fitness=doc.fitness, baseline_fitness=doc.baseline_fitness,
+            n_ratings=doc.n_ratings or 0, generation=doc.generation or 0,
+            templates=doc.templates,
         )
 
     def to_toml(self) -> str:
@@ -161,63 +180,3 @@ class Recipe:
         """The next version, with ``parent`` set to this one."""
         return replace(self, version=self.version + 1, parent=self.version,
                        created_at=time.time(), **changes)
-
-
-def _weights(raw: object) -> dict[str, dict[str, float]]:
-    if not isinstance(raw, dict):
-        raise RecipeError("recipe field 'weights' must be a map {skill: {provider: weight}}")
-    out: dict[str, dict[str, float]] = {}
-    for skill, row in raw.items():
-        if not isinstance(skill, str) or not isinstance(row, dict):
-            raise RecipeError("recipe field 'weights' must be a map {skill: {provider: weight}}")
-        out[skill] = {str(p): _unit(w, f"weights.{skill}.{p}") for p, w in row.items()}
-    return out
-
-
-def _templates(raw: object) -> dict[str, dict[str, str]]:
-    shape = "recipe field 'templates' must be a map {skill: {provider: template name}}"
-    if not isinstance(raw, dict):
-        raise RecipeError(shape)
-    out: dict[str, dict[str, str]] = {}
-    for skill, row in raw.items():
-        if skill == FALLBACK:
-            raise RecipeError("recipe field 'templates.*': templates belong to a probe suite's "
-                              "skill and no suite has skill '*'; name the skill (like 'math')")
-        if not isinstance(skill, str) or not SUITE_NAME.match(skill):
-            raise RecipeError(f"recipe field 'templates': the skill {skill!r} must be lowercase "
-                              "letters, digits, '_', '-' or '.', as probe suites name them")
-        if not isinstance(row, dict):
-            raise RecipeError(f"{shape}; 'templates.{skill}' is not a map")
-        out[skill] = {}
-        for provider, name in row.items():
-            if not isinstance(provider, str) or not provider:
-                raise RecipeError(f"recipe field 'templates.{skill}': provider names must be "
-                                  f"non-empty strings, got {provider!r}")
-            if not isinstance(name, str) or not SUITE_NAME.match(name):
-                raise RecipeError(f"recipe field 'templates.{skill}.{provider}' must be a "
-                                  "template name (lowercase letters, digits, '_', '-' or '.'), "
-                                  f"got {name!r}")
-            out[skill][provider] = name
-    return out
-
-
-def _unit(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise RecipeError(f"recipe field {where!r} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _opt_float(value: object, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecipeError(f"recipe field {where!r} must be a number")
-    return float(value)
-
-
-def _opt_int(value: object, where: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RecipeError(f"recipe field {where!r} must be an integer")
-    return value

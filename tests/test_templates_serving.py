@@ -82,12 +82,15 @@ def test_initial_recipe_copies_the_configured_templates() -> None:
 @pytest.mark.parametrize(("templates", "message"), [
     ("reasoning", "recipe field 'templates' must be a map {skill: {provider: template name}}"),
     (["math"], "recipe field 'templates' must be a map"),
-    ({"math": "reasoning"}, "'templates.math' is not a map"),
-    ({"*": {"a": "plain"}}, "recipe field 'templates.*': templates belong to a probe suite's skill "
-                            "and no suite has skill '*'"),
-    ({"Math": {"a": "plain"}}, "the skill 'Math' must be lowercase letters"),
-    ({1: {"a": "plain"}}, "the skill 1 must be lowercase letters"),
-    ({"math": {"": "plain"}}, "recipe field 'templates.math': provider names must be non-empty"),
+    ({"math": "reasoning"}, "recipe field 'templates.math' must be a map {provider: template name}"),
+    ({"*": {"a": "plain"}}, "recipe field 'templates' has a key '*' that is not a probe suite's "
+                            "skill name (lowercase letters, digits, '_', '-' or '.'; not the "
+                            "fallback '*')"),
+    ({"Math": {"a": "plain"}}, "has a key 'Math' that is not a probe suite's skill name "
+                               "(lowercase letters"),
+    ({1: {"a": "plain"}}, "has a key 1 that is not a probe suite's skill name (lowercase letters"),
+    ({"math": {"": "plain"}}, "recipe field 'templates.math' has a key '' that is not a "
+                              "non-empty provider name"),
     ({"math": {"a": "Step By Step"}}, "recipe field 'templates.math.a' must be a template name"),
     ({"math": {"a": ""}}, "recipe field 'templates.math.a' must be a template name"),
     ({"math": {"a": 3}}, "recipe field 'templates.math.a' must be a template name"),

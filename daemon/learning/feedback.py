@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import msgpack
+import msgspec
 import nats.errors
 import structlog
+from msgspec import Meta
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -35,6 +35,7 @@ from alchemist.daemon.config import EvolverConfig
 from alchemist.daemon.storage.experience import BoundedMap, ExperienceIndex, Rated
 from alchemist.daemon.storage.streams import Streams
 from alchemist.daemon.tasks import cancel
+from alchemist.schema import SchemaError, decode_json, decode_msgpack
 
 log = structlog.get_logger("alchemist.feedback")
 UNKNOWN_RETRIES = 3
@@ -49,6 +50,19 @@ class FeedbackError(ValueError):
     """A feedback message that can never be accepted."""
 
 
+class FeedbackBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A rating as published on ``<prefix>.feedback`` (msgpack or JSON)."""
+
+    request_id: Annotated[str, Meta(min_length=1, max_length=128, description=(
+        "the request_id string from the infer reply (1 to 128 characters)"))]
+    rating: Literal[1, -1, "up", "down", "+1", "-1"]
+    user: Annotated[str, Meta(min_length=1, max_length=256)] = "anonymous"
+    #: 0 (or left out): the time the daemon reads it
+    ts: Annotated[float, Meta(ge=0.0, lt=1e11, description=(
+        "a number of seconds since the epoch (0 to 1e11)"))] = 0.0
+    comment: Annotated[str, Meta(max_length=4000)] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Feedback:
     """A validated rating event."""
@@ -61,40 +75,22 @@ class Feedback:
 
 
 def parse_feedback(data: bytes) -> Feedback:
-    """Decode (msgpack or JSON) and validate a feedback payload."""
-    raw: Any = None
+    """Decode (a JSON or msgpack map: its first byte tells which) and validate a rating."""
+    as_json = data.lstrip()[:1] == b"{"
+    if not as_json and not (data[:1] and (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF))):
+        raise FeedbackError("payload is neither a msgpack nor a JSON map")
     try:
-        raw = msgpack.unpackb(data, raw=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError):
-        raw = None
-    if not isinstance(raw, dict):
-        try:
-            raw = json.loads(data)
-        except ValueError:
-            raise FeedbackError("payload is neither a msgpack nor a JSON map") from None
-    if not isinstance(raw, dict):
-        raise FeedbackError("payload must be a map with request_id and rating")
-    unknown = sorted(str(k) for k in raw if k not in ("request_id", "rating", "user", "ts",
-                                                      "comment"))
-    if unknown:
-        raise FeedbackError(f"unknown field {unknown[0]!r}; accepted: request_id, rating, user, "
-                            "ts, comment")
-    rid = raw.get("request_id")
-    if not isinstance(rid, str) or not 0 < len(rid) <= 128:
-        raise FeedbackError("request_id must be the string from the infer reply")
-    rating = raw.get("rating")
-    if isinstance(rating, bool) or isinstance(rating, str | int) is False or rating not in _RATINGS:
-        raise FeedbackError(f"rating must be 1, -1, 'up' or 'down', got {rating!r}"[:120])
-    user = raw.get("user", "anonymous")
-    if not isinstance(user, str) or not 0 < len(user) <= 256:
-        raise FeedbackError("user must be a string of 1 to 256 characters")
-    ts = raw.get("ts", 0.0)
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not 0 <= ts < 1e11:
-        raise FeedbackError("ts must be a number (seconds since the epoch)")  # NaN fails too
-    comment = raw.get("comment")
-    if comment is not None and (not isinstance(comment, str) or len(comment) > 4000):
-        raise FeedbackError("comment must be a string of at most 4000 characters")
-    return Feedback(rid, _RATINGS[rating], user, float(ts) or time.time(), comment)
+        if as_json:
+            body = decode_json(data, FeedbackBody, document="the feedback")
+        else:
+            body = decode_msgpack(data, FeedbackBody, document="the feedback")
+    except SchemaError as exc:
+        raise FeedbackError(str(exc)) from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise FeedbackError(f"payload is neither a msgpack nor a JSON map ({detail})") from None
+    return Feedback(body.request_id, _RATINGS[body.rating], body.user, body.ts or time.time(),
+                    body.comment)
 
 
 class UserCap:
