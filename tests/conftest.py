@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -102,3 +103,20 @@ async def infer(nc: Client, body: dict[str, Any], *, as_json: bool = True,
         msg = await nc.request(subject, msgpack.packb(body), timeout=timeout)
         out = msgpack.unpackb(msg.data)
     return out
+
+
+async def rate(nc: Client, request_id: str, rating: object, user: str = "u1") -> None:
+    """Publish one rating to the feedback stream, as a client would."""
+    body = json.dumps({"request_id": request_id, "rating": rating, "user": user}).encode()
+    await nc.jetstream().publish("alchemist.feedback", body,
+                                 headers={"Content-Type": "application/json"})
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition the daemon reaches asynchronously (polling its counters)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while not check():
+        if loop.time() > give_up:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.02)
