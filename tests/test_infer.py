@@ -248,11 +248,10 @@ async def test_cli_ask_prints_the_answer_and_provider_status(
     assert "b" in out.err and "auth" in out.err and "confidence" in out.err
 
 
-async def test_cli_fails_in_one_line_when_no_daemon_runs(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_cli_fails_in_one_line_when_no_daemon_runs(tmp_path, capsys, refused_url) -> None:  # type: ignore[no-untyped-def]
     from alchemist.daemon.cli import main
-    from alchemist.daemon.storage.broker import free_port
 
-    code = await asyncio.to_thread(main, ["ask", "hi", "--url", f"nats://127.0.0.1:{free_port()}"])
+    code = await asyncio.to_thread(main, ["ask", "hi", "--url", refused_url])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("alchemist: could not connect to NATS")
     assert len(err.strip().splitlines()) == 1
