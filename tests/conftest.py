@@ -20,6 +20,7 @@ from alchemist.daemon.storage.broker import EmbeddedNats, connect
 from alchemist.daemon.telemetry import logs
 from tests.fakes import FakeOpenAI
 
+#: the recorded replay sets: $ALCHEMIST_BENCH_DIR, else shared/bench beside the repository
 BENCH_DIR = Path(os.environ.get("ALCHEMIST_BENCH_DIR")
                  or Path(__file__).resolve().parents[2] / "shared" / "bench")
 

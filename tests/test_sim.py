@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import random
 import statistics
 import time
@@ -30,6 +29,7 @@ from alchemist.daemon.sim.replay import (
 )
 from alchemist.daemon.sim.report import Served, build_report, format_table, write_plot
 from alchemist.daemon.sim.users import SimulatedUsers
+from tests.conftest import BENCH_DIR
 
 SMALL: list[dict[str, Any]] = [
     {"id": "q1", "skill": "math", "gold": "4",
@@ -42,11 +42,6 @@ SMALL: list[dict[str, Any]] = [
      "answers": {"beta": {"text": "'ab'", "score": 1.0},
                  "gamma": {"text": "ab", "score": 0.4}}},
 ]
-
-
-def _bench_dir() -> Path:
-    env = os.environ.get("ALCHEMIST_BENCH_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "bench"
 
 
 def _write_jsonl(path: Path, rows: list[Any]) -> Path:
@@ -198,7 +193,7 @@ async def test_server_sustains_hundreds_of_requests_per_second(
 
 
 async def test_server_on_real_bench(session: aiohttp.ClientSession) -> None:
-    path = _bench_dir() / "gsm8k.jsonl.gz"
+    path = BENCH_DIR / "gsm8k.jsonl.gz"
     if not path.exists():
         pytest.skip(f"no replay set at {path} (set ALCHEMIST_BENCH_DIR to the bench folder)")
     rs = load_replay(path)
