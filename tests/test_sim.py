@@ -7,7 +7,6 @@ import gzip
 import json
 import random
 import statistics
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -176,20 +175,18 @@ async def test_server_failure_rate(small: ReplaySet, session: aiohttp.ClientSess
     assert all(b["error"]["code"] == "simulated_failure" for b in failed)
 
 
-async def test_server_sustains_hundreds_of_requests_per_second(
+async def test_server_answers_a_thousand_requests_at_once(
         session: aiohttp.ClientSession) -> None:
+    # its throughput is measured by benchmarks/fanout.py (open loop at 200 requests/s)
     fleet = make_fleet(n_tasks=200, seed=0)
     items = fleet.replay.items
     n = 1000
     async with ReplayServer(fleet.replay, latency=Latency(20.0), seed=0) as server:
-        t0 = time.perf_counter()
         results = await asyncio.gather(*(
             _ask(session, server.base_url, PROVIDERS[i % 5],
                  [{"role": m.role, "content": m.content} for m in items[i % 200].messages])
             for i in range(n)))
-        elapsed = time.perf_counter() - t0
     assert all(s == 200 for s, _ in results)
-    assert n / elapsed > 200, f"only {n / elapsed:.0f} requests/s"
 
 
 async def test_server_on_real_bench(session: aiohttp.ClientSession) -> None:
