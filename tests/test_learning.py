@@ -47,6 +47,7 @@ def skewed_replay(n: int, seed: int) -> ReplaySet:
     return ReplaySet(tuple(items), tuple(ACCURACY))
 
 
+@pytest.mark.slow  # 1,100 simulated requests while the evolver learns
 async def test_ratings_teach_the_recipe_whom_to_trust_per_skill() -> None:
     replay = skewed_replay(400, seed=1)
     spec = AnswerSpec.parse("json:answer")
