@@ -47,7 +47,9 @@ KEY = "sk-test-0123456789abcdef"
 QUESTION = "What is two plus two?"
 ASK = ChatRequest(messages=(Message("system", "Be brief."), Message("user", QUESTION)))
 PROMPT_TOKENS = (len("Be brief.") + len(QUESTION)) // 4
-SLACK_S = 0.15  # scheduling slack on time bounds
+#: slack on time bounds, generous for a loaded machine: each bound it widens
+#: still sits well below what ignoring the timeout or deadline would take
+SLACK_S = 1.0
 
 MakeProvider = Callable[..., Provider]
 
@@ -150,9 +152,9 @@ class AdapterContract:
         fake.set("m", Behaviour(kind="rate_limit", retry_after=5))
         started = now()
         with pytest.raises(ProviderRateLimited) as info:
-            await provider().complete(ASK, deadline=deadline_in(1))
+            await provider().complete(ASK, deadline=deadline_in(3))
         assert info.value.retry_after == pytest.approx(5)
-        assert now() - started < 0.5  # gave up at once instead of sleeping
+        assert now() - started < SLACK_S  # gave up at once, not sleeping toward the deadline
         assert fake.calls["m"] == 1
 
     async def test_5xx_retried_then_ok(self, fake: FakeServer, provider: MakeProvider) -> None:
@@ -205,7 +207,7 @@ class AdapterContract:
         started = now()
         with pytest.raises(ProviderTimeout):
             await provider(timeout_s=0.3, max_retries=0).complete(ASK, deadline=deadline_in(5))
-        assert 0.3 <= now() - started < 0.3 + SLACK_S
+        assert 0.3 <= now() - started < 0.3 + SLACK_S  # the 0.3 s timeout, not the 5 s deadline
 
     async def test_deadline_bounds_all_retries(self, fake: FakeServer,
                                                provider: MakeProvider) -> None:
@@ -213,7 +215,7 @@ class AdapterContract:
         started = now()
         with pytest.raises(ProviderTimeout):
             await provider(timeout_s=0.2, max_retries=10).complete(ASK, deadline=deadline_in(0.6))
-        assert now() - started < 0.6 + SLACK_S
+        assert now() - started < 0.6 + SLACK_S  # eleven 0.2 s attempts would take 2.2 s
         assert 2 <= fake.calls["m"] <= 4
 
     async def test_deadline_already_passed(self, fake: FakeServer,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from alchemist.daemon.storage.broker import EmbeddedNats, connect
 from alchemist.daemon.telemetry import logs
 from tests.fakes import FakeOpenAI
 
+#: the recorded replay sets: $ALCHEMIST_BENCH_DIR, else shared/bench beside the repository
 BENCH_DIR = Path(os.environ.get("ALCHEMIST_BENCH_DIR")
                  or Path(__file__).resolve().parents[2] / "shared" / "bench")
 
@@ -37,6 +40,18 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A ``nats://`` URL on loopback where nobody listens, for the whole test.
+
+    The port is bound and held but never listened on, so a connection is
+    refused at once and no other process can take the port meanwhile.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"nats://127.0.0.1:{held.getsockname()[1]}"
 
 
 @pytest.fixture
@@ -102,3 +117,20 @@ async def infer(nc: Client, body: dict[str, Any], *, as_json: bool = True,
         msg = await nc.request(subject, msgpack.packb(body), timeout=timeout)
         out = msgpack.unpackb(msg.data)
     return out
+
+
+async def rate(nc: Client, request_id: str, rating: object, user: str = "u1") -> None:
+    """Publish one rating to the feedback stream, as a client would."""
+    body = json.dumps({"request_id": request_id, "rating": rating, "user": user}).encode()
+    await nc.jetstream().publish("alchemist.feedback", body,
+                                 headers={"Content-Type": "application/json"})
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition the daemon reaches asynchronously (polling its counters)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while not check():
+        if loop.time() > give_up:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.02)

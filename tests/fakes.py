@@ -1,8 +1,9 @@
 """Fake provider servers, shared by every test suite, in each adapter's dialect.
 
-A real aiohttp app on ``127.0.0.1`` and a free port; the request's model
-selects a :class:`Behaviour` (ok, slow, 429, error status, malformed body,
-connection reset, hang, blocked), so one server plays many providers at once::
+A real aiohttp app on ``127.0.0.1``, on a port the kernel picks while binding;
+the request's model selects a :class:`Behaviour` (ok, slow, 429, error status,
+malformed body, connection reset, hang, blocked), so one server plays many
+providers at once::
 
     async with FakeOpenAI() as fake:
         fake.set("flaky", Behaviour(kind="error", status=503, times=2))
@@ -119,11 +120,10 @@ class FakeProvider:
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False,
                                      access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        assert isinstance(server, asyncio.Server)
-        port = server.sockets[0].getsockname()[1]
+        # port 0: the kernel picks a free port while binding, and the socket stays
+        # open, so no other process can take it between choosing and listening
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        port = self._runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}{self._wire.prefix}"
         return self.base_url
 

@@ -31,7 +31,8 @@ def test_defaults_are_embedded_and_valid() -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     ({"nats": {"ulr": "x"}}, "unknown field 'ulr' in nats; accepted fields: url, port,"),
     ({"service": {"max_concurrency": "ten"}}, "service.max_concurrency must be an integer"),
-    ({"service": {"max_concurrency": 0}}, "service.max_concurrency must be an integer between 1 and 100000, got 0"),
+    ({"service": {"max_concurrency": 0}},
+     "service.max_concurrency must be an integer between 1 and 100000, got 0"),
     ({"service": {"subject_prefix": "a b"}}, "service: subject_prefix must be a NATS subject"),
     ({"nats": {"url": "http://x"}}, 'nats: url must be "embedded" or a nats://'),
     ({"providers": [{"name": "a"}]}, "providers[0].kind is required"),
@@ -68,14 +69,17 @@ def test_defaults_are_embedded_and_valid() -> None:
      "recipes.default.templates.math.a must be a template name"),
     ({"evolver": {"population": 2}}, "evolver.population must be an integer between 4 and 4096, got 2"),
     ({"probes": {"sample": 0}}, "probes.sample must be an integer between 1 and 10000, got 0"),
-    ({"probes": {"template_explore": 1.5}}, "probes.template_explore must be a number between 0 and 1, got 1.5"),
-    ({"probes": {"template_explore": -0.1}}, "probes.template_explore must be a number between 0 and 1, got -0.1"),
+    ({"probes": {"template_explore": 1.5}},
+     "probes.template_explore must be a number between 0 and 1, got 1.5"),
+    ({"probes": {"template_explore": -0.1}},
+     "probes.template_explore must be a number between 0 and 1, got -0.1"),
     ({"probes": {"template_explore": "some"}}, "probes.template_explore must be a number"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"a": "plain"}}}}},
      "recipes.default.templates: templates need an answer extraction other than text"),
     ({"probes": {"apply_templates": "always"}},
      "probes.apply_templates must be one of 'hinted', 'never', 'routed'; got 'always'"),
-    ({"probes": {"apply_templates": True}}, "probes.apply_templates must be one of 'hinted', 'never', 'routed'; got true"),
+    ({"probes": {"apply_templates": True}},
+     "probes.apply_templates must be one of 'hinted', 'never', 'routed'; got true"),
     ({"metrics": {"port": 70000}}, "metrics.port must be an integer between 0 and 65535, got 70000"),
     ({"bogus": {}}, "unknown field 'bogus'; accepted fields: nats, service, state,"),
     ({"nats": 3}, "nats must be a map, got 3"),
@@ -85,8 +89,10 @@ def test_defaults_are_embedded_and_valid() -> None:
     ({"service": {"log_level": "loud"}}, "service.log_level must be one of"),
     ({"state": {"dir": 3}}, "state.dir must be a string, got 3"),
     ({"providers": {"name": "a"}}, "providers must be a list"),
-    ({"providers": [{**PROVIDER, "timeout_s": "10"}]}, "providers[0].timeout_s must be a number between 0.01 and 3600, got '10'"),
-    ({"providers": [{**PROVIDER, "max_retries": 11}]}, "providers[0].max_retries must be an integer between 0 and 10, got 11"),
+    ({"providers": [{**PROVIDER, "timeout_s": "10"}]},
+     "providers[0].timeout_s must be a number between 0.01 and 3600, got '10'"),
+    ({"providers": [{**PROVIDER, "max_retries": 11}]},
+     "providers[0].max_retries must be an integer between 0 and 10, got 11"),
     ({"providers": [{**PROVIDER, "rate_per_s": 0}]}, "providers[0].rate_per_s must be a number >= 0.001"),
     ({"providers": [{**PROVIDER, "name": "*"}]}, "providers[0].name must be 1-64 letters"),
     ({"providers": [{**PROVIDER, "api_key_env": ""}]}, "providers[0].api_key_env must not be empty"),
@@ -187,7 +193,8 @@ def test_the_file_name_prefixes_every_message(tmp_path: Path) -> None:
                     'timeout_s = "10"\n')
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == f"{path}: providers[1].timeout_s must be a number between 0.01 and 3600, got '10'"
+    assert str(info.value) == (f"{path}: providers[1].timeout_s must be a number "
+                               "between 0.01 and 3600, got '10'")
 
 
 def test_a_key_written_in_the_file_is_refused_and_never_shown(tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ def test_bench_replay_refuses_bad_arguments(tmp_path: Path,
     assert main(["bench", "replay", "--dataset", str(tmp_path / "missing.jsonl")]) == 2
 
 
+@pytest.mark.slow  # the demo runs for 4 s of wall time
 def test_demo_runs_headless_and_serves(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--duration", "4", "--headless", "--tasks", "80"]) == 0
     out = capsys.readouterr().out

@@ -16,28 +16,20 @@ from __future__ import annotations
 import ast
 import gzip
 import json
-import os
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from alchemist.answers.extract import AnswerSpec, canonical_number, extract
 from alchemist.answers.fusion import Candidate, fuse
+from tests.conftest import BENCH_DIR
 
-
-def _bench_dir() -> Path:
-    env = os.environ.get("ALCHEMIST_BENCH_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "bench"
-
-
-BENCH = _bench_dir()
 pytestmark = pytest.mark.skipif(
-    not BENCH.is_dir(),
-    reason=f"replay data not found at {BENCH} (set ALCHEMIST_BENCH_DIR to its folder)",
+    not BENCH_DIR.is_dir(),
+    reason=f"replay data not found at {BENCH_DIR} (set ALCHEMIST_BENCH_DIR to its folder)",
 )
 
 
@@ -68,7 +60,7 @@ SETS: dict[str, tuple[AnswerSpec, Callable[[str, str], bool], float]] = {
 
 
 def _rows(name: str) -> list[dict[str, Any]]:
-    path = BENCH / f"{name}.jsonl.gz"
+    path = BENCH_DIR / f"{name}.jsonl.gz"
     if not path.is_file():
         pytest.skip(f"replay file {path} is missing")
     with gzip.open(path, "rt", encoding="utf-8") as fh:

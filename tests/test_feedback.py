@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
 
 import pytest
 from nats.aio.client import Client
@@ -12,25 +10,8 @@ from nats.aio.client import Client
 from alchemist.daemon.learning.feedback import FeedbackError, parse_feedback
 from alchemist.daemon.runtime.app import Daemon
 from alchemist.daemon.storage.broker import EmbeddedNats
-from tests.conftest import DaemonFactory, infer
+from tests.conftest import DaemonFactory, infer, rate, until
 from tests.fakes import Behaviour, FakeOpenAI
-
-JSON = {"Content-Type": "application/json"}
-
-
-async def rate(nc: Client, request_id: str, rating: object, user: str = "u1") -> None:
-    body = json.dumps({"request_id": request_id, "rating": rating, "user": user}).encode()
-    await nc.jetstream().publish("alchemist.feedback", body, headers=JSON)
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition the daemon reaches asynchronously (polling its counters)."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + timeout
-    while not check():
-        if loop.time() > give_up:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def counts(d: Daemon) -> dict[str, int]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgpack
 import nats.errors
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
@@ -501,6 +502,7 @@ def run_all(fz: Fuzzer) -> None:
 
 # -- the test ----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # hundreds of fuzzed payloads per group through a live daemon
 async def test_every_payload_gets_a_structured_reply(daemon_factory: DaemonFactory,
                                                      fake: FakeOpenAI, nc: Client) -> None:
     for m in MODELS:

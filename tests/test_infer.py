@@ -85,7 +85,9 @@ async def test_partial_failure_answers_from_the_healthy_one(
     assert status["a"]["error"] in ("deadline", "timeout")
     assert status["b"]["error"] == "rate_limited"
     assert status["c"]["error"] == "unavailable"
-    assert elapsed < 2.0
+    # replied at the 0.8 s deadline, not after a's 5 s timeout or b's 30 s Retry-After
+    # (a generous bound: a loaded machine may be slow, never that slow)
+    assert elapsed < 4.0
 
 
 async def test_retries_recover_a_flaky_provider(daemon_factory: DaemonFactory, fake: FakeOpenAI,
@@ -98,12 +100,11 @@ async def test_retries_recover_a_flaky_provider(daemon_factory: DaemonFactory, f
 
 async def test_slow_requests_run_concurrently(daemon_factory: DaemonFactory, fake: FakeOpenAI,
                                               nc: Client) -> None:
-    fake.set("a", Behaviour(kind="slow", delay_s=0.5, text="slow"))
+    fake.set("a", Behaviour(kind="slow", delay_s=1.0, text="slow"))
     await daemon_factory(models=["a"])
-    t0 = time.monotonic()
     replies = await asyncio.gather(*(infer(nc, {"prompt": f"q{i}"}) for i in range(10)))
     assert all(r["text"] == "slow" for r in replies)
-    assert time.monotonic() - t0 < 1.5  # ten 0.5 s requests in about one's time
+    assert fake.peak_in_flight["a"] == 10  # all ten at the provider at once, none queued
 
 
 async def test_overloaded_past_max_concurrency(daemon_factory: DaemonFactory, fake: FakeOpenAI,
@@ -182,7 +183,7 @@ async def test_deadline_exceeded_when_all_hang(daemon_factory: DaemonFactory, fa
     t0 = time.monotonic()
     reply = await infer(nc, {"prompt": "x", "deadline_ms": 300})
     assert reply["error"]["code"] == "deadline_exceeded"
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 3.0  # the 0.3 s deadline, not the providers' 5 s timeout
 
 
 async def test_micro_service_is_discoverable(daemon_factory: DaemonFactory, nc: Client) -> None:
@@ -248,11 +249,10 @@ async def test_cli_ask_prints_the_answer_and_provider_status(
     assert "b" in out.err and "auth" in out.err and "confidence" in out.err
 
 
-async def test_cli_fails_in_one_line_when_no_daemon_runs(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_cli_fails_in_one_line_when_no_daemon_runs(tmp_path, capsys, refused_url) -> None:  # type: ignore[no-untyped-def]
     from alchemist.daemon.cli import main
-    from alchemist.daemon.storage.broker import free_port
 
-    code = await asyncio.to_thread(main, ["ask", "hi", "--url", f"nats://127.0.0.1:{free_port()}"])
+    code = await asyncio.to_thread(main, ["ask", "hi", "--url", refused_url])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("alchemist: could not connect to NATS")
     assert len(err.strip().splitlines()) == 1
@@ -266,7 +266,7 @@ async def test_early_answer_cancels_providers_that_cannot_matter(
     d = await daemon_factory(recipes={"default": {"answer": {"kind": "number"}}})
     t0 = time.monotonic()
     reply = await infer(nc, {"prompt": "6*7?", "deadline_ms": 5000})
-    assert time.monotonic() - t0 < 1.0  # did not wait for the hanging provider
+    assert time.monotonic() - t0 < 3.0  # did not wait for the hanging provider (5 s deadline)
     status = {p["name"]: p for p in reply["providers"]}
     assert reply["answer"] == "42" and status["c"]["error"] == "not_needed"
     assert d.service is not None and d.service.fanout.counts["not_needed"] == 1

@@ -17,8 +17,7 @@ from alchemist.daemon.sim.harness import Harness, LoopSettings, ordered
 from alchemist.daemon.sim.replay import RecordedAnswer, ReplayItem, ReplaySet
 from alchemist.daemon.sim.report import build_report
 from alchemist.daemon.storage.recipe_store import RecipeStore
-from tests.conftest import DaemonFactory
-from tests.test_feedback import until
+from tests.conftest import DaemonFactory, until
 
 #: per-skill accuracy of four providers; the two weak ones make the same mistakes
 ACCURACY = {"mathwiz": {"math": 0.92, "code": 0.35}, "coder": {"math": 0.35, "code": 0.92},
@@ -48,6 +47,7 @@ def skewed_replay(n: int, seed: int) -> ReplaySet:
     return ReplaySet(tuple(items), tuple(ACCURACY))
 
 
+@pytest.mark.slow  # 1,100 simulated requests while the evolver learns
 async def test_ratings_teach_the_recipe_whom_to_trust_per_skill() -> None:
     replay = skewed_replay(400, seed=1)
     spec = AnswerSpec.parse("json:answer")
@@ -130,9 +130,8 @@ async def test_two_instances_converge_on_one_version(daemon_factory: DaemonFacto
 
 async def test_population_persists_and_resumes(daemon_factory: DaemonFactory, nc: Client,
                                                fake) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import infer
+    from tests.conftest import infer, rate
     from tests.fakes import Behaviour
-    from tests.test_feedback import rate
 
     fake.set("a", Behaviour(text="1"))
     fake.set("b", Behaviour(text="2"))

@@ -16,7 +16,7 @@ import tomli_w
 from nats.aio.client import Client
 
 from alchemist.daemon.config import ConfigError
-from alchemist.daemon.storage.broker import EmbeddedNats, free_port
+from alchemist.daemon.storage.broker import EmbeddedNats
 from tests.conftest import DaemonFactory, infer, make_config
 from tests.fakes import Behaviour, FakeOpenAI
 
@@ -41,12 +41,11 @@ async def wait_for_field(sock: socket.socket, field: str, seen: list[str]) -> st
 async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: EmbeddedNats,
                                               fake: FakeOpenAI, nc: Client) -> None:
     fake.set("m", Behaviour(text="42"))
-    metrics_port = free_port()
     config = {
         "nats": {"url": nats_server.url}, "state": {"dir": str(tmp_path / "state")},
         "providers": [{"name": "p1", "kind": "openai", "base_url": fake.base_url, "model": "m",
                        "api_key_env": "TEST_PROVIDER_KEY"}],
-        "metrics": {"enabled": True, "port": metrics_port},
+        "metrics": {"enabled": True, "port": 0},  # any free port: the daemon logs which
     }
     cfg_path = tmp_path / "alchemist.toml"
     cfg_path.write_text(tomli_w.dumps(config))
@@ -70,8 +69,9 @@ async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: Embed
         reply = await infer(nc, {"prompt": "6*7?"})
         assert reply["text"] == "42"
         assert fake.requests[-1]["headers"]["Authorization"] == f"Bearer {SECRET_KEY}"
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+        logged = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.startswith("{")]
+        metrics_url = next(e["url"] for e in logged if e.get("event") == "metrics_serving")
+        async with aiohttp.ClientSession() as http, http.get(metrics_url) as resp:
             text = await resp.text()
         assert 'alchemist_requests_total{code="ok"} 1' in text
         assert 'alchemist_recipe_version{recipe="default"} 1' in text

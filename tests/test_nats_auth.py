@@ -44,12 +44,12 @@ async def check(server: EmbeddedNats, good: dict[str, Any], bad: dict[str, Any],
             assert bad[key] not in message  # a wrong secret is not echoed either
 
 
-async def test_user_and_password(tmp_path: Path) -> None:
+async def test_user_and_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server = await start_server(tmp_path, 'authorization { user: "svc", password: "pw-good-123" }')
     try:
         await check(server, {"user": "svc", "password": "pw-good-123"},
                     {"user": "svc", "password": "pw-wrong-456"})
-        os.environ["TEST_NATS_PW"] = "pw-good-123"
+        monkeypatch.setenv("TEST_NATS_PW", "pw-good-123")
         await check(server, {"user": "svc", "password_env": "TEST_NATS_PW"},
                     {"user": "svc", "password": "nope-nope"})
     finally:

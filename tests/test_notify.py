@@ -141,8 +141,9 @@ async def test_watchdog_loop(monkeypatch: pytest.MonkeyPatch, notify_socket: soc
             await task
     gaps = [b - a for a, b in itertools.pairwise(pings)]
     mean = sum(gaps) / len(gaps)
-    # half of 0.2 s, not the full period (timestamps are read times: allow scheduling jitter)
-    assert 0.07 <= mean <= 0.16, gaps
+    # half of 0.2 s, not the full period (timestamps are read times: allow scheduling jitter,
+    # generously; a ping per full period would let systemd kill the unit on any delay)
+    assert 0.07 <= mean < 0.2, gaps
     # STATUS comes at once and then every ~0.35 s, with a fresh stats() text each time
     assert statuses[0][1] == "requests=1"
     assert len(statuses) >= 2

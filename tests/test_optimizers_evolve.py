@@ -106,13 +106,15 @@ class OptimizerContract:
         opt = self.make(PARAMS, generations=10_000, stop_event=stop)
         t0 = time.monotonic()
         result = opt.step(uniform_population(), experience(n=500), np.random.SeedSequence(7))
-        assert time.monotonic() - t0 < 2.0 and result.generations <= 1
+        # generous bound: one generation at most, never the 10,000 asked for
+        assert time.monotonic() - t0 < 10.0 and result.generations <= 1
 
     def test_time_budget_ends_the_step(self) -> None:
         opt = self.make(PARAMS, generations=1_000_000, time_budget_s=0.2)
         t0 = time.monotonic()
         result = opt.step(uniform_population(), experience(n=500), np.random.SeedSequence(8))
-        assert time.monotonic() - t0 < 3.0 and result.generations >= 1
+        # generous bound: the 0.2 s budget and one generation, never the million asked for
+        assert time.monotonic() - t0 < 10.0 and result.generations >= 1
 
     def test_rejects_a_population_of_the_wrong_shape(self) -> None:
         with pytest.raises(ValueError, match="expected \\(P, 9\\)"):

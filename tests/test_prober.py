@@ -13,9 +13,8 @@ from nats.aio.client import Client
 
 from alchemist.daemon.learning.prober import accuracy_table
 from alchemist.probes.suites import load_suites
-from tests.conftest import DaemonFactory, infer
+from tests.conftest import DaemonFactory, infer, until
 from tests.fakes import Behaviour, FakeOpenAI
-from tests.test_feedback import until
 
 SUITES = Path(__file__).resolve().parents[1] / "probes" / "suites"
 

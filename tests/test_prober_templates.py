@@ -21,9 +21,8 @@ from alchemist.daemon.learning.prober import Prober, accuracy_table, summarize
 from alchemist.daemon.storage.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
 from alchemist.optimizers.templates import TemplateStats
 from alchemist.probes.suites import load_suites, template_catalog
-from tests.conftest import DaemonFactory, infer
+from tests.conftest import DaemonFactory, infer, until
 from tests.fakes import Behaviour, FakeOpenAI
-from tests.test_feedback import until
 
 SUITES = Path(__file__).resolve().parents[1] / "probes" / "suites"
 ARITHMETIC = tomllib.loads((SUITES / "arithmetic.toml").read_text())

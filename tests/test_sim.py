@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import random
 import statistics
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from alchemist.daemon.sim.replay import (
 )
 from alchemist.daemon.sim.report import Served, build_report, format_table, write_plot
 from alchemist.daemon.sim.users import SimulatedUsers
+from tests.conftest import BENCH_DIR
 
 SMALL: list[dict[str, Any]] = [
     {"id": "q1", "skill": "math", "gold": "4",
@@ -42,11 +41,6 @@ SMALL: list[dict[str, Any]] = [
      "answers": {"beta": {"text": "'ab'", "score": 1.0},
                  "gamma": {"text": "ab", "score": 0.4}}},
 ]
-
-
-def _bench_dir() -> Path:
-    env = os.environ.get("ALCHEMIST_BENCH_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "bench"
 
 
 def _write_jsonl(path: Path, rows: list[Any]) -> Path:
@@ -181,24 +175,22 @@ async def test_server_failure_rate(small: ReplaySet, session: aiohttp.ClientSess
     assert all(b["error"]["code"] == "simulated_failure" for b in failed)
 
 
-async def test_server_sustains_hundreds_of_requests_per_second(
+async def test_server_answers_a_thousand_requests_at_once(
         session: aiohttp.ClientSession) -> None:
+    # its throughput is measured by benchmarks/fanout.py (open loop at 200 requests/s)
     fleet = make_fleet(n_tasks=200, seed=0)
     items = fleet.replay.items
     n = 1000
     async with ReplayServer(fleet.replay, latency=Latency(20.0), seed=0) as server:
-        t0 = time.perf_counter()
         results = await asyncio.gather(*(
             _ask(session, server.base_url, PROVIDERS[i % 5],
                  [{"role": m.role, "content": m.content} for m in items[i % 200].messages])
             for i in range(n)))
-        elapsed = time.perf_counter() - t0
     assert all(s == 200 for s, _ in results)
-    assert n / elapsed > 200, f"only {n / elapsed:.0f} requests/s"
 
 
 async def test_server_on_real_bench(session: aiohttp.ClientSession) -> None:
-    path = _bench_dir() / "gsm8k.jsonl.gz"
+    path = BENCH_DIR / "gsm8k.jsonl.gz"
     if not path.exists():
         pytest.skip(f"no replay set at {path} (set ALCHEMIST_BENCH_DIR to the bench folder)")
     rs = load_replay(path)

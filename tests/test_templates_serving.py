@@ -23,9 +23,8 @@ from alchemist.daemon.serving.service import MAX_WARNED
 from alchemist.daemon.storage.experience import Experience, Rated, pack, unpack
 from alchemist.daemon.storage.recipe_store import RecipeStore
 from alchemist.probes.suites import load_suites
-from tests.conftest import DaemonFactory, infer
+from tests.conftest import DaemonFactory, infer, until
 from tests.fakes import Behaviour, FakeOpenAI
-from tests.test_feedback import until
 
 SUITES = {s.name: s for s in load_suites()}
 REASONING = SUITES["arithmetic"].template("reasoning")

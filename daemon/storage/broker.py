@@ -9,14 +9,15 @@ comes back.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nats
 import structlog
@@ -46,20 +47,18 @@ def find_nats_server() -> str:
                       "(or set nats.url to an existing server)")
 
 
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class EmbeddedNats:
-    """A private ``nats-server`` with JetStream, on 127.0.0.1."""
+    """A private ``nats-server`` with JetStream, on 127.0.0.1.
+
+    With ``port=0`` the server binds a free port itself (``-p -1``) and reports
+    it in its ports file, so no other process can take the port between its
+    choice and the bind. A restart keeps the port of the first start, so
+    clients reconnect to the same URL.
+    """
 
     def __init__(self, store_dir: Path, port: int = 0, *, config_file: Path | None = None) -> None:
         self.store_dir = store_dir
-        self.port = port or free_port()
+        self.port = port  # 0 until the server has told us the one it bound
         self.config_file = config_file
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -68,10 +67,13 @@ class EmbeddedNats:
         return f"nats://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 15.0) -> str:
-        """Start the server and wait until it accepts connections; returns its URL."""
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port),
-                "-js", "-sd", str(self.store_dir)]
+        """Start the server and wait until it listens; returns its URL."""
+        ports_dir = self.store_dir / "ports"
+        ports_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):  # left by a server that was killed
+            stale.unlink(missing_ok=True)
+        args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port or -1),
+                "--ports_file_dir", str(ports_dir), "-js", "-sd", str(self.store_dir)]
         if self.config_file is not None:
             args += ["-c", str(self.config_file)]
         log_path = self.store_dir / "nats-server.log"
@@ -86,18 +88,15 @@ class EmbeddedNats:
             if self._proc.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-600:]
                 raise BrokerError(f"embedded nats-server exited with code {self._proc.returncode} "
-                                  f"(port {self.port}); its log ends with:\n{tail}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return self.url
+                                  f"(port {self.port or 'any'}); its log ends with:\n{tail}")
+            port = _listening_port(ports_dir)
+            if port is not None:
+                self.port = port
+                return self.url
+            await asyncio.sleep(0.05)
         await self.stop()
-        raise BrokerError(f"embedded nats-server did not accept connections on port {self.port} "
-                          f"within {timeout:.0f} s")
+        raise BrokerError(f"embedded nats-server did not start listening (port {self.port or 'any'}) "
+                          f"within {timeout:.0f} s; its log is {log_path}")
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``). Idempotent."""
@@ -114,6 +113,21 @@ class EmbeddedNats:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+
+def _listening_port(ports_dir: Path) -> int | None:
+    """The client port from nats-server's ports file, once it has written one.
+
+    The server writes the file only when its listeners are bound; it may be
+    caught half-written, which reads as "not yet".
+    """
+    for path in ports_dir.glob("*.ports"):
+        try:
+            urls = json.loads(path.read_bytes()).get("nats") or []
+            return urlsplit(str(urls[0])).port
+        except (OSError, ValueError, AttributeError, IndexError, TypeError):
+            return None
+    return None
 
 
 def _secret(value: str | None, env: str | None, what: str) -> str | None:
@@ -135,6 +149,30 @@ def _tls(cfg: NatsConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _auth(cfg: NatsConfig) -> dict[str, object]:
+    """The nats-py connect arguments for the configured auth and TLS."""
+    kwargs: dict[str, object] = {}
+    password = _secret(cfg.password, cfg.password_env, "password")
+    token = _secret(cfg.token, cfg.token_env, "token")
+    if cfg.user:
+        kwargs.update(user=cfg.user, password=password or "")
+    if token:
+        kwargs["token"] = token
+    for what, path, key in (("creds", cfg.creds, "user_credentials"),
+                            ("nkey_seed", cfg.nkey_seed, "nkeys_seed")):
+        if path:
+            if not Path(path).is_file():
+                raise ConfigError(f"nats.{what}: no such file {path}")
+            kwargs[key] = path
+    try:
+        tls = _tls(cfg)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"nats TLS files could not be loaded: {exc}") from None
+    if tls is not None:
+        kwargs.update(tls=tls, tls_handshake_first=cfg.tls_handshake_first)
+    return kwargs
+
+
 async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
                   connect_timeout: float = 5.0, reconnect: bool = True) -> Client:
     """Connect with the configured auth and TLS.
@@ -145,6 +183,7 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
     for part in url.split(","):
         if "@" in part:  # user:password@ in the URL is a secret too
             register_secret(part.split("://", 1)[-1].split("@", 1)[0])
+    kwargs = _auth(cfg)
 
     # what went wrong while connecting, for the one-line failure: the server's own
     # word (a nats-py protocol error, e.g. an authorization violation) beats a reset
@@ -162,30 +201,8 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
     async def on_reconnected() -> None:
         log.info("nats_reconnected", url=_redact(nc.connected_url))
 
-    kwargs: dict[str, object] = {}
-    user = cfg.user
-    password = _secret(cfg.password, cfg.password_env, "password")
-    token = _secret(cfg.token, cfg.token_env, "token")
-    if user:
-        kwargs.update(user=user, password=password or "")
-    if token:
-        kwargs["token"] = token
-    if cfg.creds:
-        if not Path(cfg.creds).is_file():
-            raise ConfigError(f"nats.creds: no such file {cfg.creds}")
-        kwargs["user_credentials"] = cfg.creds
-    if cfg.nkey_seed:
-        if not Path(cfg.nkey_seed).is_file():
-            raise ConfigError(f"nats.nkey_seed: no such file {cfg.nkey_seed}")
-        kwargs["nkeys_seed"] = cfg.nkey_seed
-    try:
-        tls = _tls(cfg)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"nats TLS files could not be loaded: {exc}") from None
-    if tls is not None:
-        kwargs["tls"] = tls
-        kwargs["tls_handshake_first"] = cfg.tls_handshake_first
     nc = Client()
+    give_up = connect_timeout * 3 if reconnect else connect_timeout
     try:
         await asyncio.wait_for(nc.connect(
             servers=[u.strip() for u in url.split(",")], name=name or cfg.name,
@@ -193,13 +210,13 @@ async def connect(cfg: NatsConfig, url: str, *, name: str | None = None,
             allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 0,
             reconnect_time_wait=1,
             connect_timeout=int(max(1, connect_timeout)), ping_interval=10,
-            max_outstanding_pings=3, **kwargs,  # type: ignore[arg-type]  # typed per key above
-        ), timeout=connect_timeout * 3 if reconnect else connect_timeout)
+            max_outstanding_pings=3, **kwargs,  # type: ignore[arg-type]  # typed per key in _auth
+        ), timeout=give_up)
     except TimeoutError:
         await nc.close()
         why = f" (last error: {_describe(errors[-1])})" if errors else ""
         raise BrokerError(f"could not connect to NATS at {redact_url(url)} within "
-                          f"{connect_timeout * (3 if reconnect else 1):.0f} s{why}") from None
+                          f"{give_up:.0f} s{why}") from None
     except nats.errors.NoServersError:
         raise BrokerError(f"could not connect to NATS at {redact_url(url)}: no server answered "
                           "(is it running, and is the URL right?)") from None
