@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from nats.aio.client import Client
 
@@ -32,17 +31,15 @@ async def test_stats_count_requests_errors_and_the_time_the_work_took(
     before = await stats(nc)
     assert before["num_requests"] == before["num_errors"] == 0  # the start-up check is not counted
     good, bad = 6, 3
-    t0 = time.monotonic()
     replies = await asyncio.gather(
         *(infer(nc, {"prompt": f"q{i}"}) for i in range(good)),
         *(infer(nc, {"prompt": "q", "recipe": f"missing{i}"}) for i in range(bad - 1)),
         infer(nc, {"messages": "not a list"}))
-    elapsed = time.monotonic() - t0
     assert [r.get("text") for r in replies[:good]] == ["42"] * good
     assert [r["error"]["code"] for r in replies[good:]] == ["unknown_recipe"] * (bad - 1) + [
         "bad_request"]
     # the requests ran side by side: metering the work did not serialize them
-    assert elapsed < good * DELAY_S
+    assert fake.peak_in_flight["a"] > 1
     endpoint = await stats(nc)
     assert endpoint["num_requests"] == good + bad
     assert endpoint["num_errors"] == bad
