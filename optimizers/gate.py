@@ -46,6 +46,12 @@ __all__ = ["GateDecision", "gate", "split_holdout"]
 _HASH_PERSON = b"alch-holdout"  # domain separation for the hold-out hash
 
 
+#: the gate's defaults (the daemon's ``evolver.margin``, ``evolver.z``, ``evolver.min_ratings``)
+MARGIN = 0.005
+Z = 2.33
+MIN_RECORDS = 30
+
+
 @dataclass(frozen=True, slots=True)
 class GateDecision:
     """The verdict and its evidence (scores are fractions; ``reason`` speaks in points).
@@ -70,9 +76,9 @@ def gate(
     holdout: Snapshot,
     params: FitnessParams,
     *,
-    margin: float = 0.005,
-    z: float = 2.33,
-    min_records: int = 30,
+    margin: float = MARGIN,
+    z: float = Z,
+    min_records: int = MIN_RECORDS,
     counts: FloatArray | None = None,
 ) -> GateDecision:
     """Decide whether ``candidate`` may replace ``incumbent`` (whole genomes of ``holdout``).

@@ -36,7 +36,7 @@ import numpy as np
 from alchemist.optimizers.data import FloatArray, Snapshot
 from alchemist.optimizers.evolve import PygadOptimizer
 from alchemist.optimizers.fitness import FitnessParams, effective_weights, skill_counts
-from alchemist.optimizers.gate import GateDecision, gate, split_holdout
+from alchemist.optimizers.gate import MARGIN, MIN_RECORDS, GateDecision, Z, gate, split_holdout
 from alchemist.optimizers.seeding import agreement_weights, seed_population
 from alchemist.optimizers.templates import TemplateStats
 
@@ -60,9 +60,9 @@ class PolicyParams:
     generations: int = 10
     reseed: int = 4
     holdout_share: float = 0.3
-    margin: float = 0.005
-    z: float = 2.33
-    min_records: int = 30
+    margin: float = MARGIN
+    z: float = Z
+    min_records: int = MIN_RECORDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, TypeVar, get_args
 
 import msgspec
 
+from alchemist.optimizers.policy import PolicyParams
 from alchemist.schema import SchemaError, convert
 
 T = TypeVar("T")
@@ -29,6 +30,8 @@ Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 ApplyTemplates = Literal["hinted", "routed", "never"]
 APPLY_TEMPLATES: tuple[str, ...] = get_args(ApplyTemplates)
 
+
+_POLICY = PolicyParams()  # the learning defaults, defined once in optimizers
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the key's path."""
@@ -124,20 +127,23 @@ class BreakerPolicy(Section, frozen=True):
 
 
 class EvolverConfig(Section, frozen=True):
-    """The online learning loop (see README, "How recipes learn")."""
+    """The online learning loop (see README, "How recipes learn").
+
+    The learning knobs' defaults are the optimizers' own (:class:`PolicyParams`), not copies.
+    """
 
     enabled: bool = True
-    population: Annotated[int, msgspec.Meta(ge=4, le=4096)] = 32
-    generations: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    population: Annotated[int, msgspec.Meta(ge=4, le=4096)] = _POLICY.population
+    generations: Annotated[int, msgspec.Meta(ge=1, le=1000)] = _POLICY.generations
     min_new_ratings: Annotated[int, msgspec.Meta(ge=1)] = 20
     interval_s: Annotated[float, msgspec.Meta(ge=0.05)] = 30.0
-    min_ratings: Annotated[int, msgspec.Meta(ge=1)] = 30
-    holdout_share: Annotated[float, msgspec.Meta(ge=0.05, le=0.9)] = 0.3
-    margin: Unit = 0.005
-    z: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 2.33
-    noise: Annotated[float, msgspec.Meta(ge=0.0, le=0.49)] = 0.1
-    cost_weight: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 0.02
-    shrink_k: Annotated[float, msgspec.Meta(ge=0.0)] = 20.0
+    min_ratings: Annotated[int, msgspec.Meta(ge=1)] = _POLICY.min_records
+    holdout_share: Annotated[float, msgspec.Meta(ge=0.05, le=0.9)] = _POLICY.holdout_share
+    margin: Unit = _POLICY.margin
+    z: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = _POLICY.z
+    noise: Annotated[float, msgspec.Meta(ge=0.0, le=0.49)] = _POLICY.fitness.noise
+    cost_weight: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = _POLICY.fitness.cost_weight
+    shrink_k: Annotated[float, msgspec.Meta(ge=0.0)] = _POLICY.fitness.shrink_k
     user_cap: Annotated[int, msgspec.Meta(ge=1)] = 200
     user_window_s: Annotated[float, msgspec.Meta(ge=1.0)] = 3600.0
 
