@@ -93,3 +93,25 @@ def test_no_module_imports_a_layer_above_it(module: str) -> None:
         assert _LAYERS[theirs] <= _LAYERS[mine], (
             f"{module} (layer {mine}) imports {target} (layer {theirs}, above it)")
         assert (mine, theirs) not in _APART, f"{module} imports {target}: these layers stay apart"
+
+
+def _source_files() -> list[Path]:
+    dirs = ("answers", "adapters", "optimizers", "probes", "daemon", "benchmarks")
+    return sorted([ROOT / "alchemist" / "__init__.py", ROOT / "alchemist" / "schema.py",
+                   *(p for d in dirs for p in (ROOT / d).rglob("*.py"))])
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """STYLE.md: modules of 400 lines or fewer, functions of 60 or fewer (tests excepted)."""
+    too_big = []
+    for path in _source_files():
+        text = path.read_text()
+        name = path.relative_to(ROOT)
+        if text.count("\n") > 400:
+            too_big.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60:
+                    too_big.append(f"{name}:{node.lineno} {node.name}() is {length} lines")
+    assert not too_big, "split by responsibility:\n" + "\n".join(too_big)
