@@ -131,3 +131,25 @@ async def test_reload_hands_each_component_its_part(daemon_factory: DaemonFactor
         await d.reload(bad)
     assert d.cfg is new and list(d.service.providers) == ["a", "b"]
     assert d.evolver.providers == ("a", "b")
+
+
+async def test_the_embedded_server_reads_its_own_ports_file(tmp_path: Path) -> None:
+    """Other ports files in the folder (other servers', written while ours starts) are
+    never taken for ours, whatever order the folder lists them in."""
+    server = EmbeddedNats(tmp_path / "nats")
+    ports = tmp_path / "nats" / "ports"
+    ports.mkdir(parents=True)
+    starting = asyncio.create_task(server.start())
+    while not starting.done():  # after start() has swept the stale files, before it reads
+        for i in range(32):
+            (ports / f"other-server_{i}.ports").write_text(
+                json.dumps({"nats": ["nats://127.0.0.1:1"]}))
+        await asyncio.sleep(0.005)
+    try:
+        url = await starting
+        assert url != "nats://127.0.0.1:1"
+        nc = Client()
+        await nc.connect(url, connect_timeout=2, allow_reconnect=False)
+        await nc.close()
+    finally:
+        await server.stop()

@@ -227,6 +227,21 @@ def test_cardinality_warning_once() -> None:
     assert m.get("alchemist_provider_latency_seconds", provider="other") == 8
 
 
+def test_a_cleared_metric_warns_again_when_it_fills_up_again() -> None:
+    m = Metrics(max_series=2)
+    for name, update in (("alchemist_weight", lambda i: m.set(  # scraped
+            "alchemist_weight", i, recipe="r", skill="s", provider=f"p{i}")),
+                         ("alchemist_provider_latency_seconds", lambda i: m.observe(  # live
+            "alchemist_provider_latency_seconds", 0.1, provider=f"p{i}"))):
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(2):
+                m.clear(name)
+                for i in range(5):
+                    update(i)
+        capped = [e for e in logs if e["event"] == "metrics_cardinality_capped"]
+        assert [e["metric"] for e in capped] == [name, name]
+
+
 def test_misuse_is_an_error() -> None:
     m = Metrics()
     with pytest.raises(ValueError, match="unknown metric"):

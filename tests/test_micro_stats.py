@@ -50,3 +50,28 @@ async def test_stats_count_requests_errors_and_the_time_the_work_took(
     assert isinstance(processing, int) and isinstance(average, int)
     assert processing >= good * DELAY_S * 1e9
     assert average == processing // (good + bad)
+
+
+async def test_a_request_cancelled_after_its_reply_counts_by_that_reply(
+        daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: Client) -> None:
+    """The daemon stops while journaling an answered request: the answer went out, so the
+    request is no error."""
+    fake.set("a", Behaviour(text="42"))
+    d = await daemon_factory(models=["a"])
+    assert d.service is not None and d.streams is not None
+    # the experience stream goes away and a silent subscriber takes its subject: the
+    # journal's publish now waits for an acknowledgement that never comes
+    await nc.jetstream().delete_stream(d.streams.experience_stream)
+
+    async def silent(msg: object) -> None:
+        return None
+
+    await nc.subscribe(f"{d.streams.prefix}.experience", cb=silent)
+    await nc.flush()
+    reply = await infer(nc, {"prompt": "6*7?"})
+    assert reply["text"] == "42"
+    assert d.service.inflight == 1  # still recording
+    assert await d.service.drain(0.1) == 1  # the stop cancels it
+    endpoint = await stats(nc)
+    assert endpoint["num_requests"] == 1
+    assert endpoint["num_errors"] == 0 and endpoint["last_error"] == ""

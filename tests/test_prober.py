@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from alchemist.daemon.learning.prober import accuracy_table
+from alchemist.daemon.learning.prober import COST_SLOT_S, Budget, accuracy_table
 from alchemist.probes.suites import load_suites
 from tests.conftest import DaemonFactory, infer, until
 from tests.fakes import Behaviour, FakeOpenAI
@@ -116,6 +116,23 @@ async def test_the_budget_is_never_exceeded(daemon_factory: DaemonFactory,
     sent = sum(two_specialists.calls.values()) - before
     broken = sum(o.name == "broken" for o in asks)
     assert sent <= len(asks) + broken  # plus one retry each of the failing provider
+
+
+def test_a_smaller_budget_still_counts_what_was_spent() -> None:
+    """Lowering calls_per_hour on reload keeps the whole day's costs."""
+    budget = Budget(calls_per_hour=100, cost_per_day=1.0)
+    for i in range(50):  # one probe every 10 minutes for 8 hours: 1.0 USD in all
+        budget.spend(1, 0.02, now=i * 600.0)
+    later = 50 * 600.0 + 3601  # an hour after the last: no call counts against the hour
+    assert budget.spent(later) == pytest.approx(1.0)
+    assert not budget.allows(1, later)
+    budget.resize(calls_per_hour=2, cost_per_day=1.0)
+    assert budget.spent(later) == pytest.approx(1.0)
+    assert not budget.allows(1, later)  # the day's money is spent, whatever the call limit
+    budget.resize(calls_per_hour=2, cost_per_day=2.0)
+    assert budget.allows(2, later) and not budget.allows(3, later)
+    # a day (and at most one slot) after the last cost, all of it has left the window
+    assert budget.spent(49 * 600.0 + 86400 + COST_SLOT_S + 1) == 0.0
 
 
 async def test_requests_without_a_skill_are_routed(daemon_factory: DaemonFactory, nc: Client,

@@ -164,7 +164,7 @@ async def test_daemon_fuses_two_llama_cpp_providers(llama_url: str, nats_server:
         assert daemon.service is not None
         fanout = daemon.service.fanout
         recorders = {name: _Recording(p) for name, p in fanout.providers.items()}
-        fanout.replace(recorders)
+        fanout.replace(recorders, fanout.policy)
         reply = await infer(nc, {"prompt": QUESTION, "max_tokens": MAX_TOKENS, "temperature": 0.0,
                                  "include_candidates": True}, timeout=40.0)
     finally:

@@ -32,7 +32,7 @@ import numpy as np
 import structlog
 
 from alchemist.answers.recipes import FALLBACK, Recipe
-from alchemist.daemon.config import Config
+from alchemist.daemon.config import Config, EvolverConfig
 from alchemist.daemon.learning.snapshot import (
     Templates,
     Weights,
@@ -50,7 +50,6 @@ from alchemist.optimizers import FitnessParams, GateDecision, Policy, PolicyPara
 __all__ = ["Evolver", "build_snapshot", "genome_of", "templates_of"]
 
 log = structlog.get_logger("alchemist.evolver")
-_RESEED = 4  # individuals replaced by fresh seeds at each step
 
 
 @dataclass(slots=True)
@@ -78,6 +77,7 @@ class _Job:
     records: list[Rated]
     providers: tuple[str, ...]
     probe_weight: float
+    settings: EvolverConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,40 +113,50 @@ class Evolver:
         self._wake = asyncio.Event()
 
     def reload(self, cfg: Config, providers: Sequence[str]) -> None:
-        """Take a reloaded config's providers and probe weight.
+        """Take a reloaded config's providers, probe weight and evolver settings.
 
         A step running now finishes with what it started with; the next one
-        seeds a fresh population when the providers changed. The evolver's own
-        settings keep their values until a restart.
+        uses the new settings, and seeds a fresh population when the providers
+        changed. ``evolver.enabled`` turns stepping off or on at once.
         """
+        self.cfg = cfg
+        self.ecfg = cfg.evolver
         self.providers = tuple(providers)
         self.probe_weight = cfg.probes.weight
 
-    def params(self, recipe: Recipe) -> FitnessParams:
-        """How the recipe's genomes are decoded and scored."""
-        return FitnessParams(min_weight=recipe.min_weight, cost_weight=self.ecfg.cost_weight,
-                             shrink_k=self.ecfg.shrink_k, noise=self.ecfg.noise)
+    def params(self, recipe: Recipe, settings: EvolverConfig | None = None) -> FitnessParams:
+        """How the recipe's genomes are decoded and scored (``settings``: the current ones)."""
+        e = settings or self.ecfg
+        return FitnessParams(min_weight=recipe.min_weight, cost_weight=e.cost_weight,
+                             shrink_k=e.shrink_k, noise=e.noise)
 
-    def policy(self, recipe: Recipe) -> Policy:
-        """The learning step for a recipe, with the evolver's settings."""
-        e = self.ecfg
-        return Policy(PolicyParams(self.params(recipe), population=e.population,
-                                   generations=e.generations, reseed=_RESEED,
-                                   holdout_share=e.holdout_share, margin=e.margin, z=e.z,
-                                   min_records=e.min_ratings), stop_event=self._stop)
+    def policy(self, recipe: Recipe, settings: EvolverConfig | None = None) -> Policy:
+        """The learning step for a recipe, with the evolver's settings (``settings``: the
+        current ones); how many individuals are reseeded is the policy's own default."""
+        e = settings or self.ecfg
+        return Policy(PolicyParams(self.params(recipe, e), population=e.population,
+                                   generations=e.generations, holdout_share=e.holdout_share,
+                                   margin=e.margin, z=e.z, min_records=e.min_ratings),
+                      stop_event=self._stop)
 
     async def start(self) -> None:
+        """Load the saved populations and start checking for due steps.
+
+        The loop runs even while stepping is off or there are no providers: a reload
+        can change either.
+        """
         for name in self.recipes.current:
             self.state[name] = self._load(name)
-        if self.ecfg.enabled and self.providers:
-            self._task = asyncio.create_task(self._loop(), name="evolver")
+        self._task = asyncio.create_task(self._loop(), name="evolver")
 
     async def _loop(self) -> None:
-        tick = min(0.1, self.ecfg.interval_s)  # a check is a counter comparison: cheap
         while True:
+            tick = min(0.1, self.ecfg.interval_s)  # a check is a counter comparison: cheap
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=tick)
             self._wake.clear()
+            if not (self.ecfg.enabled and self.providers):
+                continue
             for name in list(self.recipes.current):
                 try:
                     await self.maybe_step(name)
@@ -170,7 +180,8 @@ class Evolver:
         if recipe is None or not total or not (force or self._due(st, total)):
             return None
         revision = self.recipes.revision(name)  # the promotion must not overwrite a newer write
-        job = _Job(recipe, list(self.index.rated_for(name)), self.providers, self.probe_weight)
+        job = _Job(recipe, list(self.index.rated_for(name)), self.providers, self.probe_weight,
+                   self.ecfg)
         st.seen, st.last_step = total, time.monotonic()
         self._stop.clear()
         self._running = asyncio.create_task(asyncio.to_thread(self._step, st, job),
@@ -181,7 +192,7 @@ class Evolver:
         self._running = None
         decision = out.verdict.decision
         self.counts["steps"] += 1
-        self.counts["generations"] += self.ecfg.generations
+        self.counts["generations"] += job.settings.generations
         self.last_gate[name] = decision
         log.info("evolver_step", recipe=name, generation=st.generation, ratings=len(job.records),
                  best_fitness=round(out.verdict.best_fitness, 4), promote=decision.promote,
@@ -211,12 +222,12 @@ class Evolver:
         incumbent = genome_of(recipe, skills, providers, data.templates)
         # a population of other skills, providers or templates means something else now
         carried = (skills, providers, layout) == (st.skills, st.providers, st.layout)
-        verdict = self.policy(recipe).step(
+        verdict = self.policy(recipe, job.settings).step(
             incumbent, data, [r.key for r in records], st.seeds,
             st.population if carried else None, st.fitness if carried else None)
         st.skills, st.providers, st.layout = skills, providers, layout
         st.population, st.fitness = verdict.population, verdict.fitness
-        st.generation += self.ecfg.generations
+        st.generation += job.settings.generations
         evolved = {skills[i] for i in data.templates.skill} if data.templates is not None else set()
         kept = {s: dict(row) for s, row in recipe.templates.items() if s not in evolved}
         return _Outcome(verdict, weights_of(verdict.weights, skills, providers),

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import msgspec
 import structlog
 
 from alchemist.adapters import ChatRequest
@@ -44,6 +45,10 @@ from alchemist.daemon.tasks import cancel
 from alchemist.probes.suites import Probe, Suite, Template, render
 
 log = structlog.get_logger("alchemist.prober")
+#: the costs of a day are summed in slots of this many seconds: at most 98 sums whatever the
+#: limits (a cost counts until its slot has wholly left the day: up to this much longer)
+COST_SLOT_S = 900.0
+_DAY_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,33 +71,48 @@ class ProbeResult:
 
 
 class Budget:
-    """Calls per hour and USD per day, over sliding windows (bounded memory)."""
+    """Calls per hour and USD per day, over sliding windows (bounded memory).
+
+    Calls are kept one timestamp each, at most ``calls_per_hour`` of them (more
+    could never be allowed). Costs are summed per :data:`COST_SLOT_S` slot, so
+    how many are kept does not depend on the limits: a smaller
+    ``calls_per_hour`` never forgets money already spent.
+    """
 
     def __init__(self, calls_per_hour: int, cost_per_day: float) -> None:
         self.calls_per_hour = calls_per_hour
         self.cost_per_day = cost_per_day
         self._calls: deque[float] = deque(maxlen=calls_per_hour)
-        self._costs: deque[tuple[float, float]] = deque(maxlen=24 * calls_per_hour)
+        self._costs: deque[tuple[float, float]] = deque(maxlen=int(_DAY_S // COST_SLOT_S) + 2)
 
     def allows(self, calls: int, now: float) -> bool:
+        """Whether ``calls`` more fit in the last hour's calls and the last day's costs."""
         while self._calls and now - self._calls[0] > 3600:
             self._calls.popleft()
-        while self._costs and now - self._costs[0][0] > 86400:
+        return (len(self._calls) + calls <= self.calls_per_hour
+                and self.spent(now) < self.cost_per_day)
+
+    def spent(self, now: float) -> float:
+        """USD spent in the last day (counted by slot: see :data:`COST_SLOT_S`)."""
+        while self._costs and now - (self._costs[0][0] + COST_SLOT_S) > _DAY_S:
             self._costs.popleft()
-        spent = sum(c for _, c in self._costs)
-        return len(self._calls) + calls <= self.calls_per_hour and spent < self.cost_per_day
+        return sum(c for _, c in self._costs)
 
     def resize(self, calls_per_hour: int, cost_per_day: float) -> None:
-        """New limits; the calls and costs already spent still count (the latest, up to
-        the new bounds)."""
+        """New limits; the calls and costs already spent still count (calls: the latest
+        ``calls_per_hour``, enough to refuse more; costs: all of the last day's)."""
         self.calls_per_hour = calls_per_hour
         self.cost_per_day = cost_per_day
         self._calls = deque(self._calls, maxlen=calls_per_hour)
-        self._costs = deque(self._costs, maxlen=24 * calls_per_hour)
 
     def spend(self, calls: int, cost: float, now: float) -> None:
+        """Count ``calls`` calls costing ``cost`` USD in all, made at ``now``."""
         self._calls.extend([now] * calls)
-        self._costs.append((now, cost))
+        slot = now - now % COST_SLOT_S
+        if self._costs and self._costs[-1][0] == slot:
+            self._costs[-1] = (slot, self._costs[-1][1] + cost)
+        else:
+            self._costs.append((slot, cost))
 
     @property
     def calls_last_hour(self) -> int:
@@ -216,12 +236,12 @@ class Prober:
 
     def reload(self, cfg: ProbesConfig) -> None:
         """Take a reloaded config's probe settings from the next round on; the budget keeps
-        what it spent. ``enabled`` and ``suites_dir`` take effect at the next start (the
-        suites are loaded then); a warning says so."""
+        what it spent. ``enabled`` and ``suites_dir`` keep their running values until the
+        next start (the suites are loaded then; the daemon's ``reload_needs_restart``
+        warning names them). Never raises: the daemon applies it after every check."""
         if (cfg.enabled, cfg.suites_dir) != (self.cfg.enabled, self.cfg.suites_dir):
-            log.warning("reload_needs_restart", detail="probes.enabled and probes.suites_dir "
-                        "take effect at the next start")
-            cfg = replace(cfg, enabled=self.cfg.enabled, suites_dir=self.cfg.suites_dir)
+            cfg = msgspec.structs.replace(cfg, enabled=self.cfg.enabled,
+                                          suites_dir=self.cfg.suites_dir)
         self.cfg = cfg
         self.budget.resize(cfg.calls_per_hour, cfg.cost_per_day)
 

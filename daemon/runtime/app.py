@@ -14,7 +14,7 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -27,17 +27,23 @@ from nats.micro.service import ServiceConfig
 from alchemist import __version__
 from alchemist.adapters import (
     Provider,
-    ProviderOptions,
     ProviderSpec,
     build_provider,
     make_session,
-    resolve_spec,
 )
-from alchemist.daemon.config import Config, ConfigError, load_config
+from alchemist.daemon.config import Config, load_config
 from alchemist.daemon.learning.evolver import Evolver
 from alchemist.daemon.learning.feedback import FeedbackConsumer
 from alchemist.daemon.learning.prober import Prober
 from alchemist.daemon.runtime.notify import Notifier
+from alchemist.daemon.runtime.reload import (
+    adapters,
+    as_reloaded,
+    check_templates,
+    provider_spec,
+    quietly,
+    restart_keys,
+)
 from alchemist.daemon.serving.micro import MeteredService, add_metered_service
 from alchemist.daemon.serving.service import SELF_CHECK, InferenceService
 from alchemist.daemon.storage.broker import EmbeddedNats, connect, redact_url
@@ -50,29 +56,9 @@ from alchemist.daemon.telemetry.metrics import Metrics, bound_port, serve_metric
 from alchemist.probes.router import SkillRouter
 from alchemist.probes.suites import Suite, Template, load_suites, template_catalog
 
+__all__ = ["Daemon", "check_templates", "provider_spec", "run"]
+
 log = structlog.get_logger("alchemist")
-
-
-def check_templates(cfg: Config, catalog: Mapping[str, Sequence[Template]]) -> None:
-    """Every template a configured recipe names must be one of its skill's suites'."""
-    for name, recipe in cfg.recipes.items():
-        for skill, row in recipe.templates.items():
-            known = [t.name for t in catalog.get(skill, ())]
-            for provider, template in row.items():
-                if template not in known:
-                    raise ConfigError(
-                        f"recipes.{name}.templates.{skill}.{provider}: no probe suite of skill "
-                        f"{skill!r} defines a template {template!r} (it has: "
-                        f"{', '.join(known) or 'none'}; a template with neither 'system' nor "
-                        "'suffix' is the same as none and is left out)")
-
-
-def provider_spec(p: ProviderOptions) -> ProviderSpec:
-    """Resolve a provider's options (and its key) into what adapters take."""
-    spec = resolve_spec(p)
-    if spec.api_key is not None:
-        register_secret(spec.api_key.reveal())
-    return spec
 
 
 class Daemon:
@@ -251,26 +237,49 @@ class Daemon:
     async def reload(self, cfg: Config) -> None:
         """Apply a new config's providers, recipes and limits without dropping requests.
 
-        Everything that can refuse the new config does so before any change.
-        A provider whose settings did not change keeps its adapter (and its
-        concurrency and rate limits); a replaced one is closed only after the
-        longest possible request has finished with it. Each component takes its
-        part of the new config itself (``reload``). NATS, state-dir and evolver
-        settings need a restart (a warning says so).
+        In two phases. First everything that can fail: the keys a reload cannot
+        apply are set back to their running values
+        (:mod:`alchemist.daemon.runtime.reload`), keys resolved, templates
+        checked, adapters built for new or changed providers, the new recipes
+        loaded (or created in the bucket, as any instance on the new config
+        would). If any of it fails, the adapters built for the attempt are
+        closed and the running config stays whole. Then the swaps, which cannot
+        fail: each component takes its part (``reload``). A provider whose
+        settings did not change keeps its adapter (and its concurrency, rate
+        limits and breaker); a replaced one is closed only after the longest
+        possible request has finished with it.
         """
+        assert self.session is not None and self.service is not None and self.recipes
         old = self.cfg
-        if (cfg.nats, cfg.state_dir, cfg.evolver) != (old.nats, old.state_dir, old.evolver):
-            log.warning("reload_needs_restart", detail="nats, state and evolver settings "
-                        "take effect at the next start")
+        restart = restart_keys(old, cfg)
+        if restart:
+            cfg = as_reloaded(old, cfg)
         specs = [provider_spec(p) for p in cfg.providers]  # key errors before any change
         check_templates(cfg, self.templates)
-        assert self.session is not None and self.service is not None and self.recipes
-        providers: dict[str, Provider] = {}
-        for spec in specs:
-            kept = self.providers.get(spec.name)
-            same = kept is not None and self._specs.get(spec.name) == spec
-            providers[spec.name] = kept if same and kept is not None else build_provider(
-                spec, self.session)
+        providers, built = await adapters(specs, self.providers, self._specs, self.session)
+        try:
+            await self.recipes.ensure(cfg.recipes, list(providers))
+        except BaseException:
+            for provider in built:
+                await quietly(provider.aclose)
+            raise
+        retired = self._swap(cfg, specs, providers)
+        if retired:
+            grace = max(old.service.max_deadline_ms, cfg.service.max_deadline_ms) / 1000
+            task = asyncio.create_task(self._retire(retired, grace))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        if restart:
+            log.warning("reload_needs_restart", keys=restart,
+                        detail="these keys keep their running values until the next start")
+        log.info("reloaded", providers=list(providers), recipes=sorted(cfg.recipes),
+                 replaced=len(retired))
+
+    def _swap(self, cfg: Config, specs: Sequence[ProviderSpec],
+              providers: dict[str, Provider]) -> list[Provider]:
+        """Hand every component its part of a checked config (nothing here can fail);
+        returns the adapters no longer in use."""
+        assert self.service is not None
         retired = [p for name, p in self.providers.items() if providers.get(name) is not p]
         self.providers, self._specs = providers, {s.name: s for s in specs}
         self.service.reload(cfg, providers)
@@ -278,13 +287,8 @@ class Daemon:
             self.evolver.reload(cfg, list(providers))  # its next step reseeds to the new set
         if self.prober is not None:
             self.prober.reload(cfg.probes)
-        await self.recipes.ensure(cfg.recipes, list(providers))
         self.cfg = cfg
-        if retired:
-            grace = max(old.service.max_deadline_ms, cfg.service.max_deadline_ms) / 1000
-            self._retiring.add(asyncio.create_task(self._retire(retired, grace)))
-        log.info("reloaded", providers=list(providers), recipes=sorted(cfg.recipes),
-                 replaced=len(retired))
+        return retired
 
     async def _retire(self, providers: list[Provider], grace_s: float) -> None:
         """Close replaced adapters once no request can still be using them."""
@@ -292,7 +296,7 @@ class Daemon:
             await asyncio.sleep(grace_s)
         finally:
             for provider in providers:
-                await _quietly(provider.aclose)
+                await quietly(provider.aclose)
 
     async def stop(self) -> None:
         """Ordered, idempotent, time-boxed shutdown."""
@@ -302,43 +306,32 @@ class Daemon:
         t0 = time.monotonic()
         left = 0
         if self._micro is not None:
-            await _quietly(self._micro.stop)
+            await quietly(self._micro.stop)
         if self.service is not None:
             left = await self.service.drain(self.cfg.service.drain_timeout_s)
         for part in (self.prober, self.feedback, self.evolver, self.recipes, self.streams):
             if part is not None:
-                await _quietly(part.close)
+                await quietly(part.close)
         if self._metrics_runner is not None:
-            await _quietly(self._metrics_runner.cleanup)
+            await quietly(self._metrics_runner.cleanup)
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await asyncio.wait_for(self.nc.drain(), timeout=5.0)
             except Exception as exc:  # noqa: BLE001 - a dead broker can't be drained; close instead
                 log.warning("nats_drain_failed", error=type(exc).__name__)
-                await _quietly(self.nc.close)
-        for task in self._retiring:  # replaced adapters: close them now
+                await quietly(self.nc.close)
+        for task in list(self._retiring):  # replaced adapters: close them now
             await cancel(task)
         for provider in self.providers.values():
-            await _quietly(provider.aclose)
+            await quietly(provider.aclose)
         if self.session is not None:
-            await _quietly(self.session.close)
+            await quietly(self.session.close)
         if self.embedded is not None:
-            await _quietly(self.embedded.stop)
+            await quietly(self.embedded.stop)
             (self.cfg.state_dir / "nats.url").unlink(missing_ok=True)
         counts = dict(self.service.counts) if self.service else {}
         log.info("stopped", seconds=round(time.monotonic() - t0, 3), abandoned_requests=left,
                  uptime_s=round(time.time() - self.started_at, 1), **counts)
-
-
-async def _quietly(close: Callable[[], Awaitable[object]]) -> None:
-    """Run one shutdown step under a shield, with its own timeout; log, don't raise."""
-    try:
-        await asyncio.shield(asyncio.wait_for(close(), timeout=10.0))
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever one step did
-        log.warning("shutdown_step_failed", step=getattr(close, "__qualname__", "?"),
-                    error=type(exc).__name__)
 
 
 async def run(cfg: Config, config_path: Path | None = None) -> None:

@@ -77,6 +77,13 @@ class Breaker:
         if self.state == CLOSED and not ok and self._tripped():
             self._open(now)
 
+    def follow(self, policy: BreakerPolicy) -> None:
+        """Apply a reloaded policy from the next call on; the state and the recent outcomes
+        stay (the latest ``window`` of them)."""
+        self.policy = policy
+        while len(self._recent) > policy.window:
+            self._recent.popleft()
+
     def abandon(self) -> None:
         """A call that was let through ended without an outcome (cancelled, not needed)."""
         if self.state == HALF_OPEN:

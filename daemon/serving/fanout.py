@@ -52,13 +52,27 @@ class FanOut:
         self.policy = policy or BreakerPolicy()
         self.breakers: dict[str, Breaker] = {}
         self.providers: Mapping[str, Provider] = {}
-        self.replace(providers)
+        self.replace(providers, self.policy)
 
-    def replace(self, providers: Mapping[str, Provider]) -> None:
-        """Swap the provider set (config reload); calls in flight keep the old adapters."""
+    def replace(self, providers: Mapping[str, Provider], policy: BreakerPolicy) -> None:
+        """Swap the provider set and the breaker policy (config reload).
+
+        Calls in flight keep the adapters and breakers they started with. A
+        provider that keeps its adapter keeps its breaker, state and recent
+        outcomes included, and follows ``policy`` from its next call on:
+        rebuilding it would close an open breaker at every reload and send
+        traffic straight back to a provider known to be failing. A new adapter
+        (a new provider, or one whose settings changed, e.g. a fixed key or
+        URL) starts with a closed breaker: the old one's failures were another
+        endpoint's.
+        """
+        kept = {name: breaker for name, breaker in self.breakers.items()
+                if self.providers.get(name) is providers.get(name)}
+        for breaker in kept.values():
+            breaker.follow(policy)
+        self.policy = policy
         self.providers = dict(providers)
-        self.breakers = {name: self.breakers.get(name)
-                         or Breaker(name, self.policy, on_change=self._changed)
+        self.breakers = {name: kept.get(name) or Breaker(name, policy, on_change=self._changed)
                          for name in providers}
 
     def _changed(self, name: str, state: str) -> None:

@@ -94,11 +94,12 @@ class InferenceService:
         """Serve with a reloaded config's providers and limits from the next request on.
 
         Requests in flight finish with the adapters they started with (the
-        fan-out gives each call the provider set it started with).
+        fan-out gives each call the provider set it started with). The breakers
+        follow the new ``breaker`` policy (see :meth:`FanOut.replace`).
         """
         self.cfg = cfg
         self.providers = dict(providers)
-        self.fanout.replace(self.providers)
+        self.fanout.replace(self.providers, cfg.breaker)
 
     async def on_request(self, req: Request) -> None:
         """Micro endpoint handler: admit or refuse at once, then serve in a task.
@@ -143,6 +144,7 @@ class InferenceService:
     async def _serve(self, req: Request, as_json: bool, started: int) -> None:
         request_id = new_request_id()
         failed: str | None = None
+        replied = False  # once the answer is out, the request counts by it, whatever follows
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 hops = parse_hops(req.headers)
@@ -154,6 +156,7 @@ class InferenceService:
                                      f"over the broker's limit of {self.reply_limit}; ask for "
                                      "fewer max_tokens or leave out include_candidates")
                 await req.respond(body, headers=JSON_HEADERS if as_json else None)
+                replied = True
                 self.counts["ok"] += 1
                 if self.metrics is not None:
                     self.metrics.observe("alchemist_request_latency_seconds",
@@ -164,7 +167,8 @@ class InferenceService:
                 failed = _described(exc)
                 await self._reply_error(req, as_json, exc)
             except asyncio.CancelledError:
-                failed = "cancelled: the daemon stopped before it answered"
+                if not replied:  # cancelled while recording: the requester has its answer
+                    failed = "cancelled: the daemon stopped before it answered"
                 raise
             except Exception:
                 log.exception("infer_internal_error")

@@ -89,7 +89,7 @@ class EmbeddedNats:
                 tail = log_path.read_text(errors="replace")[-600:]
                 raise BrokerError(f"embedded nats-server exited with code {self._proc.returncode} "
                                   f"(port {self.port or 'any'}); its log ends with:\n{tail}")
-            port = _listening_port(ports_dir)
+            port = _listening_port(ports_dir / _ports_file(args[0], self._proc.pid))
             if port is not None:
                 self.port = port
                 return self.url
@@ -115,19 +115,26 @@ class EmbeddedNats:
         return self._proc is not None and self._proc.poll() is None
 
 
-def _listening_port(ports_dir: Path) -> int | None:
-    """The client port from nats-server's ports file, once it has written one.
+def _ports_file(binary: str, pid: int) -> str:
+    """The name of the ports file the server started as ``binary`` with ``pid`` writes.
+
+    nats-server names it ``<basename of argv[0]>_<pid>.ports`` (``Server.portFile``),
+    so another server's file in the same folder is never read for ours.
+    """
+    return f"{Path(binary).name}_{pid}.ports"
+
+
+def _listening_port(path: Path) -> int | None:
+    """The client port from nats-server's ports file, once it has written it.
 
     The server writes the file only when its listeners are bound; it may be
-    caught half-written, which reads as "not yet".
+    caught half-written (or not there yet), which reads as "not yet".
     """
-    for path in ports_dir.glob("*.ports"):
-        try:
-            urls = json.loads(path.read_bytes()).get("nats") or []
-            return urlsplit(str(urls[0])).port
-        except (OSError, ValueError, AttributeError, IndexError, TypeError):
-            return None
-    return None
+    try:
+        urls = json.loads(path.read_bytes()).get("nats") or []
+        return urlsplit(str(urls[0])).port
+    except (OSError, ValueError, AttributeError, IndexError, TypeError):
+        return None
 
 
 def _secret(value: str | None, env: str | None, what: str) -> str | None:

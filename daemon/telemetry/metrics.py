@@ -50,7 +50,8 @@ Cardinality is bounded: each metric keeps at most ``max_series`` label sets
 where a label set first appears: a live metric's child cache and a scraped
 metric's value table are the only ways in, and once one holds ``max_series``
 label sets, updates for new ones go to one series whose every label is ``other``
-(a warning is logged once per metric).
+(a warning is logged once per metric, and again if it fills up again after a
+:meth:`Metrics.clear`).
 """
 
 from __future__ import annotations

@@ -120,6 +120,7 @@ class Instrument(Family):
         with self._lock:
             self.metric = self._new()
             self._children = {} if self.spec.labels else {(): self.metric}
+            self._overflowed = False  # a metric that fills up again warns again
 
     def value(self, labels: Mapping[str, object]) -> float | None:
         """The current value (a histogram's count) read from the instrument's own samples."""
@@ -169,6 +170,7 @@ class Scraped(Family):
         """Forget every series."""
         with self._lock:
             self._values.clear()
+            self._overflowed = False  # a metric that fills up again warns again
 
     def value(self, labels: Mapping[str, object]) -> float | None:
         """The series' value; an unlabelled metric reads 0 until set."""
