@@ -372,12 +372,10 @@ def _got(value: object, text: str) -> str:
     if value is not _MISSING and not isinstance(value, dict):
         return _show(value)
     e = _EXPECTED.match(text)
-    return _NAMES.get(e.group("got") or "", "something else") if e and e.group("got") else ""
+    return _NAMES.get(e.group("got"), "something else") if e and e.group("got") else ""
 
 
 def _show(value: object) -> str:
-    if value is _MISSING:
-        return "something else"
     if isinstance(value, bool) or value is None:
         return "true" if value is True else "false" if value is False else "null"
     if isinstance(value, str):
