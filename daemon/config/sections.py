@@ -10,7 +10,7 @@ the key's path; rules that tie two keys together live in ``__post_init__``
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, TypeVar, get_args
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -28,7 +28,6 @@ Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 #: when the daemon renders requests with the recipe's templates: "hinted" (a client-given
 #: skill), "routed" (also a skill the router assigned) or "never"
 ApplyTemplates = Literal["hinted", "routed", "never"]
-APPLY_TEMPLATES: tuple[str, ...] = get_args(ApplyTemplates)
 
 
 _POLICY = PolicyParams()  # the learning defaults, defined once in optimizers
