@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from alchemist.daemon.config import (
     load_config,
     parse_config,
 )
+from alchemist.optimizers import PolicyParams
 
 PROVIDER = {"name": "a", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
 
@@ -245,3 +248,20 @@ def test_the_default_document_holds_the_structs_defaults() -> None:
     assert cfg.recipes["default"].min_weight == DEFAULT_PARAMS.min_weight
     assert cfg.recipes["default"].initial(["local-a", "openai"]).explore == 0.05
     assert parse_config({}).recipes["default"].params == DEFAULT_PARAMS
+
+
+def test_the_evolver_defaults_are_the_optimizers_and_cost_no_numpy() -> None:
+    policy = PolicyParams()
+    evolver = EvolverConfig()
+    assert (evolver.population, evolver.generations, evolver.min_ratings, evolver.holdout_share,
+            evolver.margin, evolver.z) == (policy.population, policy.generations,
+                                           policy.min_records, policy.holdout_share, policy.margin,
+                                           policy.z)
+    assert (evolver.noise, evolver.cost_weight, evolver.shrink_k) == (
+        policy.fitness.noise, policy.fitness.cost_weight, policy.fitness.shrink_k)
+    # reading the config (every CLI command does) must not load the optimizers' numpy
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, alchemist.daemon.config; "
+                               "print(sorted({'numpy', 'pygad'} & set(sys.modules)))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
