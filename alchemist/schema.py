@@ -7,7 +7,7 @@ the request path); this module turns its terse errors into the sentences our
 users read, naming the field by its path and what is accepted::
 
     max_tokens must be an integer between 1 and 1000000, got 0
-    messages[0].role must be one of 'system', 'user', 'assistant'; got 'bot'
+    messages[0].role must be one of 'assistant', 'system', 'user'; got 'bot'
     unknown field 'promp'; accepted fields: prompt, messages, recipe, ...
     providers[1].timeout_s must be a number, got a string
     weights.math.a must be a number between 0 and 1, got 2
@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -94,7 +95,7 @@ def decode_json(data: bytes, kind: type[T], *, document: str = "the document") -
     try:
         return msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as exc:
-        raise _explain(exc, kind, _loose_json(data), "", document) from None
+        raise _explain(exc, kind, _loose(msgspec.json.decode, data), "", document) from None
 
 
 def decode_msgpack(data: bytes, kind: type[T], *, document: str = "the document") -> T:
@@ -105,18 +106,12 @@ def decode_msgpack(data: bytes, kind: type[T], *, document: str = "the document"
     try:
         return msgspec.msgpack.decode(data, type=kind)
     except msgspec.ValidationError as exc:
-        raise _explain(exc, kind, _loose_msgpack(data), "", document) from None
+        raise _explain(exc, kind, _loose(msgspec.msgpack.decode, data), "", document) from None
 
 
 def field_names(kind: type[msgspec.Struct]) -> tuple[str, ...]:
     """The accepted (encoded) field names of a Struct, in declaration order."""
     return tuple(f.encode_name for f in msgspec.structs.fields(kind))
-
-
-def explain(exc: msgspec.ValidationError, kind: object, raw: object, where: str,
-            document: str = "the document") -> str:
-    """One sentence for a msgspec validation error: the field's path, what is accepted, what came."""
-    return str(_explain(exc, kind, raw, where, document))
 
 
 def _explain(exc: msgspec.ValidationError, kind: object, raw: object, where: str,
@@ -134,14 +129,14 @@ def _explain(exc: msgspec.ValidationError, kind: object, raw: object, where: str
     if m and m.group("key"):
         return _key_error(path or document, path, node, value, _py_key(_py_at(kind, steps)))
     if text.startswith("Object contains unknown field "):
-        name = text.split("`")[1]
+        name = _quoted(text)
         accepted = _accepted(node)
         listed = f"; accepted fields: {accepted}" if accepted else ""
         inside = f" in {path}" if path else ""
         return SchemaError(f"unknown field {name!r}{inside}{listed}", path,
                            f" has an unknown field {name!r}{listed}")
     if text.startswith("Object missing required field "):
-        full = _join(path, [text.split("`")[1]])
+        full = _join(path, [_quoted(text)])
         return SchemaError(f"{full} is required", full, " is required")
     if node is not None and isinstance(_unwrap(node), mi.StructType) \
             and not text.startswith("Expected `"):
@@ -169,6 +164,11 @@ def _key_error(subject: str, path: str, node: mi.Type | None, container: object,
 # -- paths -------------------------------------------------------------------------------
 
 _MISSING: Any = object()
+
+
+def _quoted(text: str) -> str:
+    """The name msgspec quotes in ``text``: from the first backtick to the last (a name may hold one)."""
+    return text[text.find("`") + 1 : text.rfind("`")]
 
 
 def _join(where: str, steps: list[_Step]) -> str:
@@ -306,8 +306,7 @@ def _want(node: mi.Type | None) -> str:
         described = (node.extra_json_schema or {}).get("description")
         return str(described) if described else _want(node.type)
     if isinstance(node, mi.UnionType):
-        parts = [_want(t) for t in node.types if not isinstance(_bare(t), mi.NoneType)]
-        return " or ".join(parts) if parts else "null"
+        return _either([_want(t) for t in node.types if not isinstance(_bare(t), mi.NoneType)])
     if isinstance(node, mi.LiteralType):
         return "one of " + ", ".join(repr(v) for v in node.values)
     if isinstance(node, mi.EnumType):
@@ -355,9 +354,16 @@ def _words(text: str) -> str:
     e = _EXPECTED.match(text)
     if not e:
         return "a value of another type"
-    named = [_NAMES.get(k.strip(), k.strip()) for k in e.group("want").split("|")
-             if k.strip() != "null"]
-    return f"{' or '.join(named) or 'null'} {e.group('rest').strip()}".strip()
+    named = _either([_NAMES.get(k.strip(), k.strip()) for k in e.group("want").split("|")
+                     if k.strip() != "null"])
+    return f"{named} {e.group('rest').strip()}".strip()
+
+
+def _either(parts: list[str]) -> str:
+    """``parts`` joined by "or", an integer dropped where a number of the same range is there."""
+    kept = [p for p in parts if not (p.startswith("an integer")
+                                     and f"a number{p.removeprefix('an integer')}" in parts)]
+    return " or ".join(dict.fromkeys(kept)) or "null"
 
 
 def _got(value: object, text: str) -> str:
@@ -366,12 +372,10 @@ def _got(value: object, text: str) -> str:
     if value is not _MISSING and not isinstance(value, dict):
         return _show(value)
     e = _EXPECTED.match(text)
-    return _NAMES.get(e.group("got") or "", "something else") if e and e.group("got") else ""
+    return _NAMES.get(e.group("got"), "something else") if e and e.group("got") else ""
 
 
 def _show(value: object) -> str:
-    if value is _MISSING:
-        return "something else"
     if isinstance(value, bool) or value is None:
         return "true" if value is True else "false" if value is False else "null"
     if isinstance(value, str):
@@ -386,15 +390,9 @@ def _show(value: object) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
-def _loose_json(data: bytes) -> object:
+def _loose(decode: Callable[[bytes], object], data: bytes) -> object:
+    """The document without its schema, to show the value at a path (none if it does not decode)."""
     try:
-        return msgspec.json.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return _MISSING
-
-
-def _loose_msgpack(data: bytes) -> object:
-    try:
-        return msgspec.msgpack.decode(data)
+        return decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return _MISSING

@@ -31,13 +31,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Final, Literal, get_args
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-Strategy = Literal["vote", "select"]
-STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
+from alchemist.answers.recipes import STRATEGIES, Strategy
+
 TIE_BREAK: Final = 1e-6  # weight share of the 1e-6 * w term of the pick rule
 
 _WORD = re.compile(r"\w+")

@@ -2,9 +2,11 @@
 
 Models wrap JSON in code fences, put LaTeX backslashes in its strings, write Python
 dicts with single quotes, or break it with an unescaped quote in the reasoning.
-:func:`first_json_object` tries strict JSON, then JSON with stray backslashes escaped,
-then a Python literal; :func:`loose_field` reads one ``"key": value`` pair by pattern
-when nothing decodes. Every reader is a pure function that never raises.
+:func:`json_objects` is the one scanner of a text for objects: read leniently (the
+extraction's :func:`first_json_object`: JSON, then JSON with stray backslashes
+escaped, then a Python literal) or strictly (the probe checkers, which judge whether a
+model wrote JSON). :func:`loose_field` reads one ``"key": value`` pair by pattern when
+nothing decodes. Every reader is a pure function that never raises.
 """
 
 from __future__ import annotations
@@ -13,33 +15,59 @@ import ast
 import json
 import re
 import warnings
+from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["MAX_LITERAL_CHARS", "first_json_object", "json_path", "literal_value", "loose_field",
-           "unquote"]
+__all__ = ["CODE_FENCE", "JSON_FENCE", "MAX_LITERAL_CHARS", "first_json_object", "json_objects",
+           "json_path", "literal_value", "loose_field", "unquote"]
 
-MAX_JSON_STARTS: Final = 24  # '{' positions tried as a JSON start
+#: '{' positions tried as an object's start, per fenced block and in the whole text: strictly,
+#: and leniently, where one try may decode the rest of the text three times (JSON, JSON with
+#: backslashes escaped, a Python literal) and which runs on the request path
+MAX_JSON_STARTS: Final = 32
+MAX_LENIENT_STARTS: Final = 24
 MAX_LITERAL_CHARS: Final = 20_000  # ast.literal_eval input bound
 
-_FENCE = re.compile(r"```(?:json|JSON|js|javascript)?[ \t]*\n(.*?)```", re.DOTALL)
+#: a fenced block tagged as JSON, or untagged
+JSON_FENCE = re.compile(r"```(?:json|JSON|js|javascript)?[ \t]*\n(.*?)```", re.DOTALL)
+#: a fenced block with any language tag
+CODE_FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n(.*?)```", re.DOTALL)
 # A backslash not starting a valid JSON escape (LaTeX "\(", "\$" in reasoning).
 _BAD_ESCAPE = re.compile(r'\\(?![\"\\/bfnrtu])')
-_DECODER: Final = json.JSONDecoder(strict=False)  # tolerate raw newlines in strings
+_STRICT: Final = json.JSONDecoder()
+_LENIENT: Final = json.JSONDecoder(strict=False)  # tolerate raw newlines in strings
+
+
+def json_objects(text: str, *, lenient: bool) -> Iterator[dict[str, object]]:
+    """Each JSON object in ``text``: those in its fenced blocks, then those in the whole text.
+
+    Each '{' of a block is tried as an object's start (a bounded number of them) and
+    the scan goes on after every object found. Strictly, only valid JSON counts, in a
+    block of any language (a model may tag its JSON anything). Leniently (the answer,
+    however it was written) raw newlines in strings, stray backslashes and Python dicts
+    count too, and only JSON-tagged or untagged blocks come first: a ```python block's
+    dict is code, which the lenient reading would otherwise prefer as the answer.
+    """
+    fence, limit = (JSON_FENCE, MAX_LENIENT_STARTS) if lenient else (CODE_FENCE, MAX_JSON_STARTS)
+    decode = _decode_at if lenient else _strict_at
+    for source in [f.group(1) for f in fence.finditer(text)] + [text]:
+        start, tries = source.find("{"), 0
+        while start != -1 and tries < limit:
+            tries += 1
+            obj, end = decode(source, start)
+            if obj is not None:
+                yield obj
+            start = source.find("{", end if obj is not None else start + 1)
 
 
 def first_json_object(text: str, key: str) -> dict[str, object] | None:
-    """The first JSON object in ``text`` (fences first) holding ``key``, else the first one."""
+    """The first JSON object in ``text`` (fences first, read leniently) holding ``key``,
+    else the first one."""
     fallback: dict[str, object] | None = None
-    sources = [fence.group(1) for fence in _FENCE.finditer(text)] + [text]
-    for source in sources:
-        start, tries = source.find("{"), 0
-        while start != -1 and tries < MAX_JSON_STARTS:
-            tries += 1
-            obj, end = _decode_at(source, start)
-            if obj is not None and key in obj:
-                return obj
-            fallback = fallback if fallback is not None else obj
-            start = source.find("{", end if obj is not None else start + 1)
+    for obj in json_objects(text, lenient=True):
+        if key in obj:
+            return obj
+        fallback = fallback if fallback is not None else obj
     return fallback
 
 
@@ -73,7 +101,7 @@ def loose_field(text: str, key: str) -> str | None:
     quoted = re.search(rf'"{name}"\s*:\s*"((?:[^"\\]|\\.){{0,2000}})"', text)
     if quoted:
         try:
-            return str(_DECODER.decode(f'"{quoted.group(1)}"'))
+            return str(_LENIENT.decode(f'"{quoted.group(1)}"'))
         except ValueError:
             return quoted.group(1).replace('\\"', '"')
     bare = re.search(rf'"{re.escape(name)}"\s*:\s*([^,\s}}\]"][^,\n}}\]]{{0,200}})', text)
@@ -89,18 +117,28 @@ def unquote(value: str) -> str:
     return value
 
 
-def _decode_at(text: str, start: int) -> tuple[dict[str, object] | None, int]:
-    """Decode the object at ``start``: strict JSON, then JSON with stray backslashes
-    escaped (LaTeX in the reasoning), then a Python literal (single-quoted keys)."""
+def _strict_at(text: str, start: int) -> tuple[dict[str, object] | None, int]:
+    """The JSON object at ``start`` and the index after it, or None."""
     try:
-        value, end = _DECODER.raw_decode(text, start)
+        value, end = _STRICT.raw_decode(text, start)
+    except (ValueError, RecursionError):
+        return None, start + 1
+    return (value if isinstance(value, dict) else None), end
+
+
+def _decode_at(text: str, start: int) -> tuple[dict[str, object] | None, int]:
+    """Decode the object at ``start``: JSON (raw newlines allowed in strings), then JSON
+    with stray backslashes escaped (LaTeX in the reasoning), then a Python literal
+    (single-quoted keys)."""
+    try:
+        value, end = _LENIENT.raw_decode(text, start)
         return (value if isinstance(value, dict) else None), end
     except (ValueError, RecursionError):
         pass
     end = _balanced_end(text, start)
     chunk = text[start:end]
     try:
-        value = _DECODER.decode(_BAD_ESCAPE.sub(r"\\\\", chunk))
+        value = _LENIENT.decode(_BAD_ESCAPE.sub(r"\\\\", chunk))
     except (ValueError, RecursionError):
         value = literal_value(chunk)[1] if end > start and "'" in chunk else None
     return (value if isinstance(value, dict) else None), max(end, start + 1)

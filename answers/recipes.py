@@ -12,7 +12,7 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 import tomli_w
@@ -21,8 +21,9 @@ from alchemist.answers.extract import AnswerSpec
 from alchemist.schema import SchemaError, convert
 
 Reason = Literal["init", "evolved", "rollback", "manual"]
-REASONS: tuple[str, ...] = get_args(Reason)
-STRATEGIES = ("vote", "select")  # answers.fusion.Strategy (not imported: it pulls in numpy)
+#: how the answers are fused (see :mod:`alchemist.answers.fusion`, which imports it from here)
+Strategy = Literal["vote", "select"]
+STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
 FALLBACK = "*"
 #: how probe suites, their skills and their templates are named
 SUITE_NAME = re.compile(r"^[a-z0-9_.-]+$")
@@ -45,12 +46,21 @@ class RecipeError(ValueError):
     """A recipe document that cannot be used; the message says which field."""
 
 
-_Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-_Skill = Annotated[str, msgspec.Meta(pattern=SUITE_NAME.pattern, description=(
+#: a provider's weight
+Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Skill = Annotated[str, msgspec.Meta(pattern=SUITE_NAME.pattern, description=(
     f"a probe suite's skill name ({_NAMED}; not the fallback '*')"))]
-_Provider = Annotated[str, msgspec.Meta(min_length=1, description="a non-empty provider name")]
-_Template = Annotated[str, msgspec.Meta(pattern=SUITE_NAME.pattern, description=(
+Provider = Annotated[str, msgspec.Meta(min_length=1, description="a non-empty provider name")]
+TemplateName = Annotated[str, msgspec.Meta(pattern=SUITE_NAME.pattern, description=(
     f"a template name ({_NAMED})"))]
+#: ``{skill: {provider: weight}}``; ``"*"`` is the fallback skill
+Weights = Annotated[dict[str, dict[str, Unit]], msgspec.Meta(
+    description="a map {skill: {provider: weight from 0 to 1}}")]
+#: ``{skill: {provider: template name}}``
+Templates = Annotated[
+    dict[Skill, Annotated[dict[Provider, TemplateName], msgspec.Meta(
+        description="a map {provider: template name}")]],
+    msgspec.Meta(description="a map {skill: {provider: template name}}")]
 
 
 class RecipeDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -63,11 +73,10 @@ class RecipeDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     name: Annotated[str, msgspec.Meta(min_length=1)]
     version: Annotated[int, msgspec.Meta(ge=1)] = 1
-    strategy: Literal["vote", "select"] = "vote"
+    strategy: Strategy = "vote"
     #: an answer spec: a map or the short form ``"json:answer"`` (see AnswerSpec.parse)
     answer: str | dict[str, Any] = msgspec.field(default_factory=lambda: {"kind": "text"})
-    weights: Annotated[dict[str, dict[str, _Unit]], msgspec.Meta(
-        description="a map {skill: {provider: weight from 0 to 1}}")] = {}
+    weights: Weights = {}
     params: Params = DEFAULT_PARAMS
     parent: int | None = None
     #: left out: now
@@ -77,10 +86,7 @@ class RecipeDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     baseline_fitness: float | None = None
     n_ratings: int | None = None
     generation: int | None = None
-    templates: Annotated[
-        dict[_Skill, Annotated[dict[_Provider, _Template], msgspec.Meta(
-            description="a map {provider: template name}")]],
-        msgspec.Meta(description="a map {skill: {provider: template name}}")] = {}
+    templates: Templates = {}
 
 
 @dataclass(frozen=True, slots=True)

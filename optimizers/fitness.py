@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alchemist.answers.recipes import DEFAULT_PARAMS
+from alchemist.optimizers import defaults
 from alchemist.optimizers.data import Float32Array, FloatArray, IntArray, Snapshot
 from alchemist.optimizers.estimator import record_values
 from alchemist.optimizers.templates import TemplateStats
@@ -93,9 +94,9 @@ class FitnessParams:
     """
 
     min_weight: float = DEFAULT_PARAMS.min_weight
-    cost_weight: float = 0.02
-    shrink_k: float = 20.0
-    noise: float = 0.1
+    cost_weight: float = defaults.COST_WEIGHT
+    shrink_k: float = defaults.SHRINK_K
+    noise: float = defaults.NOISE
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_weight <= 1.0:

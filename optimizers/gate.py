@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alchemist.optimizers import defaults
 from alchemist.optimizers.data import BoolArray, FloatArray, Snapshot
 from alchemist.optimizers.fitness import FitnessParams, Replay
 from alchemist.optimizers.templates import template_delta
@@ -45,11 +46,6 @@ __all__ = ["GateDecision", "gate", "split_holdout"]
 
 _HASH_PERSON = b"alch-holdout"  # domain separation for the hold-out hash
 
-
-#: the gate's defaults (the daemon's ``evolver.margin``, ``evolver.z``, ``evolver.min_ratings``)
-MARGIN = 0.005
-Z = 2.33
-MIN_RECORDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +72,9 @@ def gate(
     holdout: Snapshot,
     params: FitnessParams,
     *,
-    margin: float = MARGIN,
-    z: float = Z,
-    min_records: int = MIN_RECORDS,
+    margin: float = defaults.MARGIN,
+    z: float = defaults.Z,
+    min_records: int = defaults.MIN_RECORDS,
     counts: FloatArray | None = None,
 ) -> GateDecision:
     """Decide whether ``candidate`` may replace ``incumbent`` (whole genomes of ``holdout``).

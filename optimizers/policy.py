@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from alchemist.optimizers import defaults
 from alchemist.optimizers.data import FloatArray, Snapshot
 from alchemist.optimizers.evolve import PygadOptimizer
 from alchemist.optimizers.fitness import FitnessParams, effective_weights, skill_counts
-from alchemist.optimizers.gate import MARGIN, MIN_RECORDS, GateDecision, Z, gate, split_holdout
+from alchemist.optimizers.gate import GateDecision, gate, split_holdout
 from alchemist.optimizers.seeding import agreement_weights, seed_population
 from alchemist.optimizers.templates import TemplateStats
 
@@ -56,13 +57,13 @@ class PolicyParams:
     """
 
     fitness: FitnessParams = field(default_factory=FitnessParams)
-    population: int = 32
-    generations: int = 10
-    reseed: int = 4
-    holdout_share: float = 0.3
-    margin: float = MARGIN
-    z: float = Z
-    min_records: int = MIN_RECORDS
+    population: int = defaults.POPULATION
+    generations: int = defaults.GENERATIONS
+    reseed: int = defaults.RESEED
+    holdout_share: float = defaults.HOLDOUT_SHARE
+    margin: float = defaults.MARGIN
+    z: float = defaults.Z
+    min_records: int = defaults.MIN_RECORDS
 
 
 @dataclass(frozen=True, slots=True)

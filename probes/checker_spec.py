@@ -22,7 +22,6 @@ import msgspec
 
 from alchemist.answers.extract import AnswerSpec
 from alchemist.probes.checkers import (
-    CHECK_KINDS,
     Checker,
     ChoiceChecker,
     ContainsChecker,
@@ -163,6 +162,8 @@ class PythonLiteralCheck(CheckSpec, frozen=True):
 #: check ``kind`` -> the Struct of its fields
 SPECS: Final[Mapping[str, type[CheckSpec]]] = {spec.kind: spec for spec in (
     ExactCheck, NumberCheck, ChoiceCheck, RegexCheck, ContainsCheck, JsonCheck, PythonLiteralCheck)}
+#: every check ``kind``: those of :data:`SPECS`
+CHECK_KINDS: Final[tuple[str, ...]] = tuple(SPECS)
 
 
 def build_checker(spec: Mapping[str, object], *, answer: AnswerSpec | None = None) -> Checker:
@@ -177,7 +178,7 @@ def build_checker(spec: Mapping[str, object], *, answer: AnswerSpec | None = Non
                          f"not a {type(spec).__name__}.")
     kind = spec.get("kind")
     if not isinstance(kind, str) or kind not in SPECS:
-        raise ValueError(f"The check field 'kind' must be one of {', '.join(CHECK_KINDS)}, not {kind!r}.")
+        raise ValueError(f"The check field 'kind' must be one of {', '.join(SPECS)}, not {kind!r}.")
     return parse_spec(kind, spec).build(answer)
 
 
@@ -209,8 +210,9 @@ def _strings(value: Strings | None, kind: str, name: str, *, required: bool) -> 
         return ()
     items = (value,) if isinstance(value, str) else value or ()
     if not items or not all(i.strip() for i in items):
+        written = list(value) if isinstance(value, tuple) else value  # a TOML list, as written
         raise ValueError(f"The {kind} check field {name!r} must be a non-empty string or a non-empty "
-                         f"list of non-empty strings, not {value!r}.")
+                         f"list of non-empty strings, not {written!r}.")
     return items
 
 

@@ -32,7 +32,6 @@ from alchemist.answers.numbers import canonical_number
 from alchemist.answers.safe_regex import PatternGaveUp, search
 from alchemist.probes.structured_checkers import JsonChecker, PythonLiteralChecker
 from alchemist.probes.verdict import (
-    CHECK_KINDS,
     MAX_TEXT,
     Checker,
     CheckResult,
@@ -41,7 +40,7 @@ from alchemist.probes.verdict import (
 )
 
 __all__ = [
-    "CHECK_KINDS", "CheckResult", "Checker", "ChoiceChecker", "ContainsChecker",
+    "CheckResult", "Checker", "ChoiceChecker", "ContainsChecker",
     "ExactChecker", "JsonChecker", "NumberChecker", "PythonLiteralChecker", "RegexChecker",
 ]
 

@@ -13,17 +13,14 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import ClassVar
 
 from alchemist.answers.extract import AnswerSpec, extract
-from alchemist.answers.json_text import json_path, literal_value
+from alchemist.answers.json_text import CODE_FENCE, json_objects, json_path, literal_value
 from alchemist.probes.verdict import MAX_TEXT, CheckResult, failed, passed
 
 __all__ = ["JsonChecker", "PythonLiteralChecker"]
 
-_MAX_JSON_STARTS: Final = 32  # '{' positions tried as the start of a JSON object
-_DECODER: Final = json.JSONDecoder()
-_FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n(.*?)```", re.DOTALL)
 _STATEMENT = re.compile(
     r"(?i:(?:final\s+)?(?:answer|output|result|prints?|returns?)(?:\s+(?:is|would\s+be|will\s+be))?)"
     r"\s*[:=]?\s*(.+)$"
@@ -174,23 +171,8 @@ def _whole_json_object(text: str) -> list[dict[str, object]]:
 
 
 def _json_objects(text: str) -> list[dict[str, object]]:
-    """JSON objects in the text: the whole text, then fenced blocks, then at each '{'."""
-    out = _whole_json_object(text)
-    sources = [f.group(1) for f in _FENCE.finditer(text)] + [text]
-    for source in sources:
-        out.extend(_whole_json_object(source) if source is not text else [])
-        start, tries = source.find("{"), 0
-        while start != -1 and tries < _MAX_JSON_STARTS:
-            tries += 1
-            try:
-                value, end = _DECODER.raw_decode(source, start)
-            except (ValueError, RecursionError):
-                start = source.find("{", start + 1)
-                continue
-            if isinstance(value, dict):
-                out.append(value)
-            start = source.find("{", max(end, start + 1))
-    return out
+    """Valid JSON objects in the text: the whole text, then in fenced blocks, then at each '{'."""
+    return _whole_json_object(text) + list(json_objects(text, lenient=False))
 
 
 def _json_equal(a: object, b: object) -> bool:
@@ -220,5 +202,5 @@ def _short(value: object) -> str:
 
 
 def _strip_fences(text: str) -> str:
-    fence = _FENCE.search(text)
+    fence = CODE_FENCE.search(text)
     return fence.group(1) if fence else text

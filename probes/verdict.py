@@ -11,11 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
-__all__ = ["CHECK_KINDS", "MAX_EXTRACTED", "MAX_TEXT", "CheckResult", "Checker", "failed", "passed"]
-
-CHECK_KINDS: Final[tuple[str, ...]] = (
-    "exact", "number", "choice", "regex", "contains", "json", "python_literal",
-)
+__all__ = ["MAX_EXTRACTED", "MAX_TEXT", "CheckResult", "Checker", "failed", "passed"]
 
 MAX_EXTRACTED: Final = 500  # characters kept of a text-like extracted answer
 MAX_TEXT: Final = 100_000  # characters of an answer looked at
@@ -36,7 +32,7 @@ class Checker(Protocol):
 
     @property
     def kind(self) -> str:
-        """The check kind, one of :data:`CHECK_KINDS`."""
+        """The check kind, one of :data:`alchemist.probes.checker_spec.CHECK_KINDS`."""
         ...
 
     def check(self, text: str) -> CheckResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from alchemist.daemon.config import (
     load_config,
     parse_config,
 )
+from alchemist.optimizers import PolicyParams
 
 PROVIDER = {"name": "a", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
 
@@ -48,21 +51,28 @@ def test_defaults_are_embedded_and_valid() -> None:
      "recipes.default.weights.*.zz names no configured provider"),
     ({"providers": [PROVIDER], "recipes": {"default": {"weights": {"*": {"a": 2}}}}},
      "recipes.default.weights.*.a must be a number between 0 and 1, got 2"),
-    ({"recipes": {"default": {"strategy": "magic"}}}, "recipes.default.strategy must be one of"),
+    ({"recipes": {"default": {"strategy": "magic"}}},
+     "recipes.default.strategy must be one of 'select', 'vote'; got 'magic'"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"weights": {"math": 1}}}},
+     "recipes.default.weights.math must be a map, got 1"),
+    ({"providers": [PROVIDER], "recipes": {"default": {"weights": [1]}}},
+     "recipes.default.weights must be a map {skill: {provider: weight from 0 to 1}}, got a list"),
     ({"recipes": {"default": {"answer": {"kind": "json"}}}}, "recipes.default.answer"),
     ({"recipes": {"default": {"params": {"explore": 0.9}}}}, "recipes.default.params.explore"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": "plain"}}},
-     "recipes.default.templates must be a map, got 'plain'"),
+     "recipes.default.templates must be a map {skill: {provider: template name}}, got 'plain'"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": "plain"}}}},
-     "recipes.default.templates.math must be a map, got 'plain'"),
+     "recipes.default.templates.math must be a map {provider: template name}, got 'plain'"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"*": {"a": "plain"}}}}},
      "recipes.default.templates.*: templates belong to a probe suite's skill and no suite has skill '*'"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"Math": {"a": "plain"}}}}},
-     "recipes.default.templates.Math: a skill must be lowercase letters"),
+     "recipes.default.templates has a key 'Math' that is not a probe suite's skill name (lowercase "
+     "letters, digits, '_', '-' or '.'; not the fallback '*')"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"zz": "plain"}}}}},
      "recipes.default.templates.math.zz names no configured provider"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"a": 3}}}}},
-     "recipes.default.templates.math.a must be a string, got 3"),
+     "recipes.default.templates.math.a must be a template name (lowercase letters, digits, '_', "
+     "'-' or '.'), got 3"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"a": "Step by step"}}}}},
      "recipes.default.templates.math.a must be a template name (lowercase letters, digits"),
     ({"providers": [PROVIDER], "recipes": {"default": {"templates": {"math": {"a": ""}}}}},
@@ -238,3 +248,20 @@ def test_the_default_document_holds_the_structs_defaults() -> None:
     assert cfg.recipes["default"].min_weight == DEFAULT_PARAMS.min_weight
     assert cfg.recipes["default"].initial(["local-a", "openai"]).explore == 0.05
     assert parse_config({}).recipes["default"].params == DEFAULT_PARAMS
+
+
+def test_the_evolver_defaults_are_the_optimizers_and_cost_no_numpy() -> None:
+    policy = PolicyParams()
+    evolver = EvolverConfig()
+    assert (evolver.population, evolver.generations, evolver.min_ratings, evolver.holdout_share,
+            evolver.margin, evolver.z) == (policy.population, policy.generations,
+                                           policy.min_records, policy.holdout_share, policy.margin,
+                                           policy.z)
+    assert (evolver.noise, evolver.cost_weight, evolver.shrink_k) == (
+        policy.fitness.noise, policy.fitness.cost_weight, policy.fitness.shrink_k)
+    # reading the config (every CLI command does) must not load the optimizers' numpy
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, alchemist.daemon.config; "
+                               "print(sorted({'numpy', 'pygad'} & set(sys.modules)))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

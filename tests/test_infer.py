@@ -121,7 +121,8 @@ async def test_overloaded_past_max_concurrency(daemon_factory: DaemonFactory, fa
     ({"prompt": "x", "messages": [{"role": "user", "content": "y"}]}, "exactly one"),
     ({"prompt": ""}, "non-empty"),
     ({"prompt": "x", "temperature": 9}, "temperature must be a number between 0 and 2, got 9"),
-    ({"prompt": "x", "deadline_ms": -5}, "deadline_ms must be an integer >= 1, got -5"),
+    ({"prompt": "x", "deadline_ms": -5}, "deadline_ms must be an integer between 1 and 120000 "
+                                         "(service.max_deadline_ms), got -5"),
     ({"prompt": "x", "bogus": 1}, "unknown field 'bogus'"),
     ({"messages": [{"role": "wizard", "content": "y"}]}, "messages[0].role"),
     ({"messages": [{"role": "system", "content": "y"}]}, "at least one 'user'"),

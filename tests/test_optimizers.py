@@ -16,14 +16,14 @@ from alchemist.optimizers import (
     Snapshot,
     agreement_weights,
     effective_weights,
-    fitness,
-    gate,
     picks,
     record_values,
     seed_population,
     skill_counts,
     split_holdout,
 )
+from alchemist.optimizers.fitness import fitness
+from alchemist.optimizers.gate import gate
 from alchemist.optimizers.synthetic import synthetic_snapshot
 
 SKILLS = ("*", "math", "code")

@@ -17,9 +17,9 @@ from alchemist.optimizers import (
     Snapshot,
     StepResult,
     effective_weights,
-    fitness,
     skill_counts,
 )
+from alchemist.optimizers.fitness import fitness
 from alchemist.optimizers.synthetic import synthetic_snapshot
 
 SKILLS = ("*", "math", "code")

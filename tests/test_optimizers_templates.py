@@ -13,9 +13,9 @@ from alchemist.optimizers import (
     PygadOptimizer,
     Replay,
     Snapshot,
-    gate,
     seed_population,
 )
+from alchemist.optimizers.gate import gate
 from alchemist.optimizers.synthetic import synthetic_snapshot
 from alchemist.optimizers.templates import TemplateGenes, TemplateStats, template_delta
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alchemist.answers.extract import AnswerSpec
-from alchemist.probes.checker_spec import build_checker
-from alchemist.probes.checkers import CHECK_KINDS, Checker, CheckResult
+from alchemist.probes.checker_spec import CHECK_KINDS, SPECS, build_checker
+from alchemist.probes.checkers import Checker, CheckResult
 
 NUMBER = {"kind": "number", "expected": 18}
 NUMBER_REL = {"kind": "number", "expected": 200, "tolerance": 0.01, "relative": True}
@@ -153,7 +153,9 @@ BAD_SPECS: list[tuple[object, str]] = [
     ({"kind": "number", "expected": 1, "relative": "yes"}, "field 'relative'"),
     ({"kind": "number", "expected": 1, "pattern": "x"}, "unknown field(s) 'pattern'"),
     ({"kind": "exact", "expected": ""}, "field 'expected'"),
-    ({"kind": "exact", "expected": []}, "field 'expected'"),
+    ({"kind": "exact", "expected": []}, "field 'expected' must be a non-empty string or a non-empty "
+                                        "list of non-empty strings, not []."),
+    ({"kind": "contains", "required": ["a", ""]}, "not ['a', '']."),
     ({"kind": "exact", "expected": 3}, "field 'expected'"),
     ({"kind": "choice", "expected": "K"}, "one letter A-J"),
     ({"kind": "choice", "expected": "AB"}, "one letter A-J"),
@@ -169,6 +171,13 @@ BAD_SPECS: list[tuple[object, str]] = [
     ({"kind": "python_literal", "expected": "abc def"}, "not a Python literal"),
     ({"kind": "python_literal", "expected": ["a"]}, "field 'expected' must be a string"),
 ]
+
+
+def test_an_unknown_kind_is_told_every_kind_a_check_has() -> None:
+    with pytest.raises(ValueError) as err:
+        build_checker({"kind": "fuzzy"})
+    assert f"must be one of {', '.join(SPECS)}, not 'fuzzy'." in str(err.value)
+    assert CHECK_KINDS == tuple(SPECS) == tuple(spec.kind for spec in SPECS.values())
 
 
 @pytest.mark.parametrize(("spec", "message"), BAD_SPECS)

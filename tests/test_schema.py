@@ -158,5 +158,24 @@ def test_decoders_validate_in_one_pass_and_keep_syntax_errors_apart() -> None:
         decode_msgpack(b"\xc1", Doc)
 
 
+class Amounts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    amount: int | float = 0
+    low: Annotated[int, Meta(ge=0)] | Annotated[float, Meta(ge=0)] = 0
+    mixed: Annotated[int, Meta(ge=1)] | Annotated[float, Meta(ge=0)] = 1
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"amount": "x"}, "amount must be a number, got 'x'"),  # not "an integer or a number"
+    ({"low": -1}, "low must be a number >= 0, got -1"),
+    ({"mixed": -1}, "mixed must be an integer >= 1 or a number >= 0, got -1"),
+    ({"a`b": 1}, "unknown field 'a`b'; accepted fields: amount, low, mixed"),
+    ({"`x`": 1}, "unknown field '`x`'; accepted fields: amount, low, mixed"),
+])
+def test_numbers_read_as_numbers_and_odd_keys_are_named_whole(raw: object, message: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        convert(raw, Amounts)
+    assert str(info.value) == message
+
+
 def test_field_names_in_declaration_order() -> None:
     assert field_names(Limits) == ("timeout_s", "retries")

@@ -74,7 +74,14 @@ BAD_FIELDS: list[tuple[str, Any, str]] = [
      "temperature must be a number between 0 and 2, got 'hot'"),
     ("temperature", {"prompt": "q", "temperature": 2.5},
      "temperature must be a number between 0 and 2, got 2.5"),
-    ("deadline_ms", {"prompt": "q", "deadline_ms": 0}, "deadline_ms must be an integer >= 1"),
+    ("deadline_ms", {"prompt": "q", "deadline_ms": 0},
+     f"deadline_ms must be an integer between 1 and {MAX_DEADLINE_MS} (service.max_deadline_ms), "
+     "got 0"),
+    ("deadline_ms", {"prompt": "q", "deadline_ms": -10 ** 18},
+     f"deadline_ms must be an integer between 1 and {MAX_DEADLINE_MS} (service.max_deadline_ms), "
+     "got an integer of 19 digits"),
+    ("deadline_ms", {"prompt": "q", "deadline_ms": "soon"},
+     "deadline_ms must be an integer between 1 and service.max_deadline_ms, got 'soon'"),
     ("deadline_ms", {"prompt": "q", "deadline_ms": MAX_DEADLINE_MS + 1},
      f"deadline_ms must be an integer between 1 and {MAX_DEADLINE_MS} "
      f"(service.max_deadline_ms), got {MAX_DEADLINE_MS + 1}"),

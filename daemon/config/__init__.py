@@ -3,8 +3,9 @@
 Every table is a msgspec Struct (:mod:`.sections`, :mod:`.recipes`, and the
 provider options in :class:`alchemist.adapters.ProviderOptions`), converted by
 ``alchemist.schema``: an unknown key or a bad value stops start-up with the
-key's path, like ``alchemist.toml: providers[1].timeout_s must be a number,
-got '10'``. :mod:`.loader` reads the file and checks what spans keys.
+key's path, like ``alchemist.toml: providers[1].timeout_s must be a number
+between 0.01 and 3600, got '10'``. :mod:`.loader` reads the file and checks what
+spans keys.
 """
 
 from alchemist.daemon.config.loader import (
@@ -17,7 +18,6 @@ from alchemist.daemon.config.loader import (
 )
 from alchemist.daemon.config.recipes import RecipeConfig, RecipeTable
 from alchemist.daemon.config.sections import (
-    APPLY_TEMPLATES,
     BreakerPolicy,
     ConfigError,
     EvolverConfig,
@@ -29,7 +29,6 @@ from alchemist.daemon.config.sections import (
 )
 
 __all__ = [
-    "APPLY_TEMPLATES",
     "BreakerPolicy",
     "Config",
     "ConfigError",

@@ -1,10 +1,10 @@
 """``[recipes.<name>]`` tables: what a recipe's first version is made from.
 
-A table is converted to :class:`RecipeTable` (its shape and defaults; the
-params are :class:`alchemist.answers.recipes.Params`, their one definition),
-then resolved into a :class:`RecipeConfig`. Weights and templates are maps
-keyed by skill and provider names, which msgspec does not name in its errors,
-so they are read key by key here and every message names its full path.
+A table is converted to :class:`RecipeTable`, whose fields are typed with the
+recipe model's own types (:mod:`alchemist.answers.recipes`: the strategy, the
+params, the weight and template maps), so the schema layer names every bad key
+by its path. What is left here is what only the config knows: the configured
+providers, and the config's cap on exploration.
 """
 
 from __future__ import annotations
@@ -16,8 +16,16 @@ from typing import Any
 import msgspec
 
 from alchemist.answers.extract import AnswerSpec
-from alchemist.answers.recipes import DEFAULT_PARAMS, FALLBACK, STRATEGIES, SUITE_NAME, Params, Recipe
-from alchemist.daemon.config.sections import ConfigError, Section, Unit, checked
+from alchemist.answers.recipes import (
+    DEFAULT_PARAMS,
+    FALLBACK,
+    Params,
+    Recipe,
+    Strategy,
+    Templates,
+    Weights,
+)
+from alchemist.daemon.config.sections import ConfigError, Section, checked
 
 #: names of providers and recipes
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -28,14 +36,12 @@ _MAX_EXPLORE = 0.5
 class RecipeTable(Section, frozen=True):
     """A ``[recipes.<name>]`` table as written (its name is the table's key)."""
 
-    strategy: str = STRATEGIES[0]
+    strategy: Strategy = "vote"
     #: an extraction spec: ``"number"``, ``"json:answer"``, ``{kind = "regex", pattern = ...}``
     answer: str | dict[str, Any] | None = None
-    #: ``{skill: {provider: weight}}``, weights from 0 to 1
-    weights: dict[str, Any] = msgspec.field(default_factory=dict)
+    weights: Weights = msgspec.field(default_factory=dict)
     params: Params = DEFAULT_PARAMS
-    #: ``{skill: {provider: template name}}``
-    templates: dict[str, Any] = msgspec.field(default_factory=dict)
+    templates: Templates = msgspec.field(default_factory=dict)
 
 
 _WRITTEN = RecipeTable()
@@ -78,10 +84,12 @@ def recipe_config(name: str, raw: object, providers: Set[str]) -> RecipeConfig:
     where = f"recipes.{name}"
     if not NAME.match(name):
         raise ConfigError(f"{where}: a recipe name must be 1-64 letters, digits, '.', '_' or '-'")
+    templates = raw.get("templates") if isinstance(raw, Mapping) else None
+    if isinstance(templates, Mapping) and FALLBACK in templates:
+        # the schema would only say '*' is no skill name; say why there is none
+        raise ConfigError(f"{where}.templates.*: templates belong to a probe suite's skill and no "
+                          "suite has skill '*'; name the skill (like 'math')")
     table = checked(raw, RecipeTable, where)
-    if table.strategy not in STRATEGIES:
-        raise ConfigError(f"{where}.strategy must be one of {', '.join(STRATEGIES)}; "
-                          f"got {table.strategy!r}")
     if table.params.explore > _MAX_EXPLORE:
         raise ConfigError(f"{where}.params.explore must be a number <= {_MAX_EXPLORE} in the config, "
                           f"got {table.params.explore}")
@@ -89,57 +97,22 @@ def recipe_config(name: str, raw: object, providers: Set[str]) -> RecipeConfig:
         answer = AnswerSpec() if table.answer is None else AnswerSpec.parse(table.answer)
     except ValueError as exc:
         raise ConfigError(f"{where}.answer: {exc}") from None
-    templates = _templates(table.templates, f"{where}.templates", providers)
-    if templates and answer.kind == "text":
+    _known_providers(table.templates, f"{where}.templates", providers)
+    if table.templates and answer.kind == "text":
         raise ConfigError(f"{where}.templates: templates need an answer extraction other than "
                           "text (a template may change the reply's format, and whole texts in "
                           "another format never agree); set answer = \"number\", \"choice\", "
                           "\"json:<field>\" or a regex")
+    _known_providers(table.weights, f"{where}.weights", providers)
     return RecipeConfig(name=name, strategy=table.strategy, answer=answer, params=table.params,
-                        weights=_weights(table.weights, f"{where}.weights", providers),
-                        templates=templates)
+                        weights=table.weights, templates=table.templates)
 
 
-def _weights(raw: Mapping[str, object], where: str, providers: Set[str]) -> dict[str, dict[str, float]]:
-    """``[recipes.<name>.weights.<skill>]`` tables of ``provider = weight``."""
-    weights: dict[str, dict[str, float]] = {}
-    for skill, row in raw.items():
-        weights[skill] = {}
-        for provider, value in _table(row, f"{where}.{skill}").items():
-            path = f"{where}.{skill}.{provider}"
-            _known_provider(path, provider, providers)
-            weights[skill][provider] = checked(value, Unit, path)
-    return weights
-
-
-def _templates(raw: Mapping[str, object], where: str, providers: Set[str]) -> dict[str, dict[str, str]]:
-    """``[recipes.<name>.templates.<skill>]`` tables of ``provider = "template name"``."""
-    templates: dict[str, dict[str, str]] = {}
-    for skill, row in raw.items():
-        if skill == FALLBACK:
-            raise ConfigError(f"{where}.*: templates belong to a probe suite's skill and no "
-                              "suite has skill '*'; name the skill (like 'math')")
-        if not SUITE_NAME.match(skill):
-            raise ConfigError(f"{where}.{skill}: a skill must be lowercase letters, digits, "
-                              "'_', '-' or '.', as probe suites name them")
-        templates[skill] = {}
-        for provider, value in _table(row, f"{where}.{skill}").items():
-            path = f"{where}.{skill}.{provider}"
-            _known_provider(path, provider, providers)
-            name = checked(value, str, path)
-            if not SUITE_NAME.match(name):
-                raise ConfigError(f"{path} must be a template name (lowercase letters, digits, "
-                                  f"'_', '-' or '.'), got {name!r}")
-            templates[skill][provider] = name
-    return templates
-
-
-def _table(raw: object, where: str) -> dict[str, object]:
-    table: dict[str, object] = checked(raw, dict[str, object], where)
-    return table
-
-
-def _known_provider(path: str, provider: str, providers: Set[str]) -> None:
-    if provider not in providers:
-        raise ConfigError(f"{path} names no configured provider; "
-                          f"providers are: {', '.join(sorted(providers)) or '(none)'}")
+def _known_providers(rows: Mapping[str, Mapping[str, object]], where: str,
+                     providers: Set[str]) -> None:
+    """Every ``{skill: {provider: ...}}`` entry names a configured provider."""
+    for skill, row in rows.items():
+        for provider in row:
+            if provider not in providers:
+                raise ConfigError(f"{where}.{skill}.{provider} names no configured provider; "
+                                  f"providers are: {', '.join(sorted(providers)) or '(none)'}")

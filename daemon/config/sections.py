@@ -10,11 +10,11 @@ the key's path; rules that tie two keys together live in ``__post_init__``
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, TypeVar, get_args
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
-from alchemist.optimizers.policy import PolicyParams
+from alchemist.optimizers import defaults as learning
 from alchemist.schema import SchemaError, convert
 
 T = TypeVar("T")
@@ -28,10 +28,7 @@ Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 #: when the daemon renders requests with the recipe's templates: "hinted" (a client-given
 #: skill), "routed" (also a skill the router assigned) or "never"
 ApplyTemplates = Literal["hinted", "routed", "never"]
-APPLY_TEMPLATES: tuple[str, ...] = get_args(ApplyTemplates)
 
-
-_POLICY = PolicyParams()  # the learning defaults, defined once in optimizers
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the key's path."""
@@ -129,21 +126,22 @@ class BreakerPolicy(Section, frozen=True):
 class EvolverConfig(Section, frozen=True):
     """The online learning loop (see README, "How recipes learn").
 
-    The learning knobs' defaults are the optimizers' own (:class:`PolicyParams`), not copies.
+    The learning knobs' defaults are the optimizers' own (:mod:`alchemist.optimizers.defaults`),
+    not copies.
     """
 
     enabled: bool = True
-    population: Annotated[int, msgspec.Meta(ge=4, le=4096)] = _POLICY.population
-    generations: Annotated[int, msgspec.Meta(ge=1, le=1000)] = _POLICY.generations
+    population: Annotated[int, msgspec.Meta(ge=4, le=4096)] = learning.POPULATION
+    generations: Annotated[int, msgspec.Meta(ge=1, le=1000)] = learning.GENERATIONS
     min_new_ratings: Annotated[int, msgspec.Meta(ge=1)] = 20
     interval_s: Annotated[float, msgspec.Meta(ge=0.05)] = 30.0
-    min_ratings: Annotated[int, msgspec.Meta(ge=1)] = _POLICY.min_records
-    holdout_share: Annotated[float, msgspec.Meta(ge=0.05, le=0.9)] = _POLICY.holdout_share
-    margin: Unit = _POLICY.margin
-    z: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = _POLICY.z
-    noise: Annotated[float, msgspec.Meta(ge=0.0, le=0.49)] = _POLICY.fitness.noise
-    cost_weight: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = _POLICY.fitness.cost_weight
-    shrink_k: Annotated[float, msgspec.Meta(ge=0.0)] = _POLICY.fitness.shrink_k
+    min_ratings: Annotated[int, msgspec.Meta(ge=1)] = learning.MIN_RECORDS
+    holdout_share: Annotated[float, msgspec.Meta(ge=0.05, le=0.9)] = learning.HOLDOUT_SHARE
+    margin: Unit = learning.MARGIN
+    z: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = learning.Z
+    noise: Annotated[float, msgspec.Meta(ge=0.0, le=0.49)] = learning.NOISE
+    cost_weight: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = learning.COST_WEIGHT
+    shrink_k: Annotated[float, msgspec.Meta(ge=0.0)] = learning.SHRINK_K
     user_cap: Annotated[int, msgspec.Meta(ge=1)] = 200
     user_window_s: Annotated[float, msgspec.Meta(ge=1.0)] = 3600.0
 

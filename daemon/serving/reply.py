@@ -66,8 +66,8 @@ def no_answer(outcomes: Sequence[Outcome], deadline_ms: int) -> InferError:
 
 
 def build_reply(request_id: str, recipe: Recipe, fused: Fused, candidates: list[Candidate],
-           served: int, outcomes: list[Outcome], templates: Mapping[str, Template],
-           latency_ms: float) -> dict[str, Any]:
+                served: int, outcomes: list[Outcome], templates: Mapping[str, Template],
+                latency_ms: float) -> dict[str, Any]:
     """The reply for the served candidate (its confidence: the fused weight behind it)."""
     winner = candidates[served]
     confidence = fused.confidence if served == fused.index else float(
@@ -110,8 +110,16 @@ def _usage(answered: list[Outcome]) -> dict[str, Any]:
 
 
 def experience_of(request_id: str, recipe: Recipe, skill: str, strategy: str,
-                outcomes: list[Outcome], candidates: list[Candidate], sim: Any,
-                served: str, propensity: float, templates: Mapping[str, Template]) -> Experience:
+                  outcomes: list[Outcome], candidates: list[Candidate], sim: Any,
+                  served: str, propensity: float, templates: Mapping[str, Template]) -> Experience:
+    """The experience record of one request, for the learning loop's journal.
+
+    One entry per provider called (in ``outcomes`` order): whether it answered,
+    its extracted answer, its cost and its template; ``sim`` (the candidates'
+    agreement matrix) is placed in the rows and columns of all providers called,
+    1 on the diagonal of those that gave no answer. ``served`` names the provider
+    whose answer was returned, ``propensity`` the probability it was served with.
+    """
     names = tuple(o.name for o in outcomes)
     pos = {c.provider: i for i, c in enumerate(candidates)}
     # the candidates' agreement matrix, placed in the rows/columns of all providers called

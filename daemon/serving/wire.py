@@ -68,8 +68,10 @@ class InferBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     answer: str | dict[str, Any] | None = None
     max_tokens: Annotated[int, Meta(ge=1, le=MAX_TOKENS)] | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    #: its upper bound is the config's ``service.max_deadline_ms`` (see :func:`parse_request`)
-    deadline_ms: Annotated[int, Meta(ge=1)] | None = None
+    #: its bounds are checked by :func:`parse_request`, which knows ``service.max_deadline_ms``,
+    #: so that both bounds are told in one message
+    deadline_ms: Annotated[int, Meta(description="an integer between 1 and "
+                                                 "service.max_deadline_ms")] | None = None
     user: _Label | None = None
     session: _Label | None = None
     tags: Annotated[tuple[_Name, ...], Meta(max_length=MAX_TAGS)] | None = None
@@ -136,9 +138,11 @@ def decode(data: bytes, as_json: bool) -> InferBody:
 
 def parse_request(body: InferBody, max_deadline_ms: int) -> InferRequest:
     """The checks that depend on the daemon (deadline bound, answer spec), then the request."""
-    if body.deadline_ms is not None and body.deadline_ms > max_deadline_ms:
+    deadline = body.deadline_ms
+    if deadline is not None and not 1 <= deadline <= max_deadline_ms:
+        got = deadline if abs(deadline) < 10**15 else f"an integer of {len(str(abs(deadline)))} digits"
         raise InferError("bad_request", f"deadline_ms must be an integer between 1 and "
-                         f"{max_deadline_ms} (service.max_deadline_ms), got {body.deadline_ms}")
+                         f"{max_deadline_ms} (service.max_deadline_ms), got {got}")
     answer = None
     if body.answer is not None:
         try:
