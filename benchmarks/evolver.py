@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from alchemist.optimizers import FitnessParams, NumpyOptimizer, PygadOptimizer, Replay, Snapshot
-from alchemist.optimizers.evolve import StepResult
+from alchemist.optimizers.data import Snapshot
+from alchemist.optimizers.evolve import NumpyOptimizer, PygadOptimizer, StepResult
+from alchemist.optimizers.fitness import FitnessParams, Replay
 from alchemist.optimizers.synthetic import synthetic_snapshot
 
 TICK_S = 0.001

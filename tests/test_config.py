@@ -20,7 +20,7 @@ from alchemist.daemon.config import (
     load_config,
     parse_config,
 )
-from alchemist.optimizers import PolicyParams
+from alchemist.optimizers.policy import PolicyParams
 
 PROVIDER = {"name": "a", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m"}
 

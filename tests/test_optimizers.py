@@ -11,19 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alchemist.optimizers import (
+from alchemist.optimizers.data import Snapshot
+from alchemist.optimizers.fitness import (
     FitnessParams,
-    Snapshot,
-    agreement_weights,
     effective_weights,
+    fitness,
     picks,
     record_values,
-    seed_population,
     skill_counts,
-    split_holdout,
 )
-from alchemist.optimizers.fitness import fitness
-from alchemist.optimizers.gate import gate
+from alchemist.optimizers.gate import gate, split_holdout
+from alchemist.optimizers.seeding import agreement_weights, seed_population
 from alchemist.optimizers.synthetic import synthetic_snapshot
 
 SKILLS = ("*", "math", "code")
@@ -314,7 +312,7 @@ def test_split_holdout_is_stable_and_near_share() -> None:
     assert abs(mask.mean() - 0.3) < 0.015
     assert not split_holdout(keys, 0.0).any() and split_holdout(keys, 1.0).all()
     # Stable across processes (no per-process hash salt).
-    code = "from optimizers import split_holdout; print(split_holdout(['a','b','c','d'], .5))"
+    code = "from alchemist.optimizers.gate import split_holdout; print(split_holdout(['a','b','c','d'], .5))"
     run = [sys.executable, "-c", code]
     assert subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip() == str(
         split_holdout(["a", "b", "c", "d"], 0.5))

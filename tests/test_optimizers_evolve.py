@@ -9,17 +9,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from alchemist.optimizers import (
-    FitnessParams,
-    NumpyOptimizer,
-    Optimizer,
-    PygadOptimizer,
-    Snapshot,
-    StepResult,
-    effective_weights,
-    skill_counts,
-)
-from alchemist.optimizers.fitness import fitness
+from alchemist.optimizers.data import Snapshot
+from alchemist.optimizers.evolve import NumpyOptimizer, Optimizer, PygadOptimizer, StepResult
+from alchemist.optimizers.fitness import FitnessParams, effective_weights, fitness, skill_counts
 from alchemist.optimizers.synthetic import synthetic_snapshot
 
 SKILLS = ("*", "math", "code")

@@ -6,7 +6,8 @@ import threading
 
 import numpy as np
 
-from alchemist.optimizers import FitnessParams, Policy, PolicyParams, Verdict
+from alchemist.optimizers.fitness import FitnessParams
+from alchemist.optimizers.policy import Policy, PolicyParams, Verdict
 from alchemist.optimizers.synthetic import synthetic_snapshot
 from tests.test_optimizers_evolve import ACCURACY, PROVIDERS, SKILLS, experience
 

@@ -7,15 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from alchemist.optimizers import (
-    FitnessParams,
-    NumpyOptimizer,
-    PygadOptimizer,
-    Replay,
-    Snapshot,
-    seed_population,
-)
+from alchemist.optimizers.data import Snapshot
+from alchemist.optimizers.evolve import NumpyOptimizer, PygadOptimizer
+from alchemist.optimizers.fitness import FitnessParams, Replay
 from alchemist.optimizers.gate import gate
+from alchemist.optimizers.seeding import seed_population
 from alchemist.optimizers.synthetic import synthetic_snapshot
 from alchemist.optimizers.templates import TemplateGenes, TemplateStats, template_delta
 

@@ -45,7 +45,9 @@ from alchemist.daemon.learning.snapshot import (
 from alchemist.daemon.storage.experience import PROBES_KEY, ExperienceIndex, Rated
 from alchemist.daemon.storage.recipe_store import RecipeStore
 from alchemist.daemon.tasks import cancel
-from alchemist.optimizers import FitnessParams, GateDecision, Policy, PolicyParams, Verdict
+from alchemist.optimizers.fitness import FitnessParams
+from alchemist.optimizers.gate import GateDecision
+from alchemist.optimizers.policy import Policy, PolicyParams, Verdict
 
 __all__ = ["Evolver", "build_snapshot", "genome_of", "templates_of"]
 

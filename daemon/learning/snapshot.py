@@ -20,7 +20,7 @@ import numpy as np
 
 from alchemist.answers.recipes import Recipe
 from alchemist.daemon.storage.experience import TRIAL_USER, Rated
-from alchemist.optimizers import Snapshot
+from alchemist.optimizers.data import Snapshot
 from alchemist.optimizers.templates import TemplateGenes, with_templates
 
 __all__ = ["build_snapshot", "genome_of", "option", "template_genes", "templated",
