@@ -299,7 +299,7 @@ class InferenceService:
         fused = fuse(candidates, "select" if recipe.strategy == "select" else "vote")
         served, propensity = self._maybe_explore(candidates, fused, recipe.explore)
         reply = build_reply(request_id, recipe, fused, candidates, served, outcomes, templates,
-                       (loop.time() - started) * 1000.0)
+                             (loop.time() - started) * 1000.0)
         if request.include_candidates:
             reply["candidates"] = [{"provider": c.provider, "text": c.text, "answer": c.answer,
                                     "weight": c.weight} for c in candidates]
