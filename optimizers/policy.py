@@ -20,9 +20,17 @@ A step:
 5. settles each challenger's template genes: a template changes only where its
    own gain is clear on the training probes (where it was picked) and again on
    the held-out ones (which confirm it);
-6. gates both against the incumbent on the held-out records, as served (the
-   weights decoded with the daemon's shrinkage already applied), and picks the
-   one that promotes, else the one with the best lower bound.
+6. gates the GA's best against the incumbent on the held-out records, as
+   served (the weights decoded with the daemon's shrinkage already applied);
+7. gates the agreement weights by cross-fitting instead: every record tests
+   the weights fitted on the other folds, so no rating is set aside and small
+   evidence goes further; the candidate is the agreement weights of *all* the
+   evidence, with the templates settled in 5;
+8. picks the one that promotes, else the one with the strongest evidence.
+
+Each of the two tests runs at half the level ``alpha = P(Z > z)``, so together
+they promote a candidate no better than the incumbent with probability at most
+``alpha``, however many steps look (see :mod:`.gate`).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -37,8 +46,9 @@ from alchemist.optimizers import defaults
 from alchemist.optimizers.data import FloatArray, Snapshot
 from alchemist.optimizers.evolve import PygadOptimizer
 from alchemist.optimizers.fitness import FitnessParams, effective_weights, skill_counts
-from alchemist.optimizers.gate import GateDecision, gate, split_holdout
+from alchemist.optimizers.gate import Fit, GateDecision, crossfit_gate, gate, split_holdout
 from alchemist.optimizers.seeding import agreement_weights, seed_population
+from alchemist.optimizers.sequential import alpha_of
 from alchemist.optimizers.templates import TemplateStats
 
 __all__ = ["Policy", "PolicyParams", "Verdict"]
@@ -111,17 +121,36 @@ class Policy:
         pop = self._population(incumbent, train, seeds, population, fitness)
         result = PygadOptimizer(p.fitness, generations=p.generations,
                                 stop_event=self.stop_event).step(pop, train, seeds.spawn(1)[0])
-        challengers = self._challengers(result.best, incumbent, data, train, test)
-        decisions = [gate(genome, incumbent, test, p.fitness, margin=p.margin, z=p.z,
-                          min_records=p.min_records,
-                          counts=np.full(len(data.skills), _NO_SHRINK))  # compared as served
-                     for genome in challengers]
-        pick = max(range(len(decisions)),
-                   key=lambda i: (decisions[i].promote, decisions[i].diff - decisions[i].stderr))
+        best, agreement = self._challengers(result.best, incumbent, data, train, test)
+        # two tests, each at half the level, so together they stay within it
+        z = NormalDist().inv_cdf(1.0 - alpha_of(p.z) / 2)
+        flat = np.full(len(data.skills), _NO_SHRINK)  # genomes are compared as served
+        held_out = gate(best, incumbent, test, p.fitness, margin=p.margin, z=z,
+                        min_records=p.min_records, counts=flat)
+        crossfit, genome = crossfit_gate(self._agreement_fit(agreement), incumbent, data, keys,
+                                         p.fitness, margin=p.margin, z=z,
+                                         min_records=p.min_records, counts=flat)
+        decisions, genomes = [held_out, crossfit], np.stack([best, genome])
+        pick = max(range(2), key=lambda i: (decisions[i].promote, decisions[i].log_lr,
+                                            decisions[i].diff - decisions[i].stderr))
         w = data.n_weights
-        return Verdict(decisions[pick], challengers[pick],
-                       challengers[pick, :w].reshape(len(data.skills), len(data.providers)),
+        return Verdict(decisions[pick], genomes[pick],
+                       genomes[pick, :w].reshape(len(data.skills), len(data.providers)),
                        result.population, result.fitness, float(result.best_fitness))
+
+    def _agreement_fit(self, settled: FloatArray) -> Fit:
+        """The agreement weights of a snapshot as a served genome, with the template genes of
+        ``settled`` (the agreement challenger's, each change already confirmed on its own
+        held-out probes): a procedure that cross-fitting refits on every fold."""
+        params = self.params.fitness
+
+        def fit(data: Snapshot) -> FloatArray:
+            rows = agreement_weights(data, params).reshape(1, -1)
+            weights = effective_weights(rows, skill_counts(data), params).reshape(-1)
+            out: FloatArray = np.concatenate([weights, settled[data.n_weights:]])
+            return out
+
+        return fit
 
     def _population(self, incumbent: FloatArray, train: Snapshot, seeds: np.random.SeedSequence,
                     population: FloatArray | None, fitness: FloatArray | None) -> FloatArray:

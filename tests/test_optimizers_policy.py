@@ -37,13 +37,17 @@ def test_clear_evidence_promotes_weights_that_follow_it() -> None:
     assert verdict.fitness.shape == (PARAMS.population,)
     math, code = verdict.weights[1], verdict.weights[2]
     assert math[0] > math[1] and code[1] > code[0]  # A is the math provider, B the code one
-    assert abs(verdict.decision.n / 3000 - 0.3) < 0.05  # the held-out share, by key hash
+    if "cross-fitted" in verdict.decision.reason:  # every record tested the weights fitted without it
+        assert verdict.decision.n == 3000
+    else:
+        assert abs(verdict.decision.n / 3000 - 0.3) < 0.05  # the held-out share, by key hash
 
 
 def test_too_little_held_out_evidence_never_promotes() -> None:
     data = experience(n=60)
     verdict = Policy(PARAMS).step(EQUAL, data, keys(60), np.random.SeedSequence(1))
-    assert not verdict.promote and "need 30" in verdict.decision.reason
+    assert not verdict.promote  # 18 held-out records, or 60 cross-fitted ones that don't suffice
+    assert "need 30" in verdict.decision.reason or "within noise" in verdict.decision.reason
 
 
 def test_a_carried_population_keeps_its_size_and_one_of_another_layout_is_replaced() -> None:
