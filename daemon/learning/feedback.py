@@ -43,6 +43,8 @@ UNKNOWN_RETRIES = 3
 #: and a delivery orphaned by a broker restart is retried this soon
 ACK_WAIT_S = 10.0
 IDLE_CHECK = 10  # empty one-second fetches in a row before checking the consumer
+_FETCH_S = 1.0
+_CLOSE_WAIT_S = 2 * _FETCH_S + 1.0  # a fetch, the messages it brought, and slack
 _RATINGS = {1: 1, -1: -1, "up": 1, "down": -1, "+1": 1, "-1": -1}
 
 
@@ -125,6 +127,7 @@ class FeedbackConsumer:
         self.counts: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._sub: Any = None
+        self._closing = asyncio.Event()
 
     async def start(self) -> None:
         await self._subscribe()
@@ -148,12 +151,12 @@ class FeedbackConsumer:
     async def _loop(self) -> None:
         broken = False
         idle = 0
-        while True:
+        while not self._closing.is_set():
             try:
                 if broken:
                     await self._resubscribe()
                     broken = False
-                msgs = await self._sub.fetch(64, timeout=1.0)
+                msgs = await self._sub.fetch(64, timeout=_FETCH_S)
                 idle = 0
             except nats.errors.TimeoutError:
                 idle += 1
@@ -226,7 +229,20 @@ class FeedbackConsumer:
         return outcome
 
     async def close(self) -> None:
-        await cancel(self._task)
+        """Stop fetching: the loop ends after its current fetch (at most its 1 s timeout).
+
+        Not by cancelling the fetch: nats-py's pull ``fetch`` can miss a cancellation
+        that lands inside it and then wait on its queue with no timeout, so a shutdown
+        would hang until its own time box. Cancellation is only the fallback.
+        """
+        self._closing.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=_CLOSE_WAIT_S)
+            except TimeoutError:
+                await cancel(self._task)
+            except Exception as exc:  # noqa: BLE001 - it is closing: a last error is only logged
+                log.warning("feedback_loop_failed", error=type(exc).__name__)
         self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):  # connection may already be gone
