@@ -130,6 +130,7 @@ class FeedbackConsumer:
         self._closing = asyncio.Event()
 
     async def start(self) -> None:
+        self._closing.clear()
         await self._subscribe()
         self._task = asyncio.create_task(self._loop(), name="feedback")
 
