@@ -48,7 +48,8 @@ import numpy as np
 import numpy.typing as npt
 
 from alchemist.optimizers import defaults
-from alchemist.optimizers.data import BoolArray, FloatArray, Snapshot
+from alchemist.optimizers.data import BoolArray, Float32Array, FloatArray, Snapshot
+from alchemist.optimizers.estimator import record_values
 from alchemist.optimizers.fitness import FitnessParams, Replay
 from alchemist.optimizers.sequential import Evidence, alpha_of, evidence
 from alchemist.optimizers.templates import template_delta
@@ -119,13 +120,17 @@ def crossfit_gate(
     """Test the procedure ``fit`` by cross-fitting; returns the decision and ``fit(data)``.
 
     Record ``n`` of fold ``f`` is scored with the genome fitted on the other
-    folds. Template genes are not tested here: pass a ``fit`` that keeps the
-    incumbent's (their evidence is the probes, see :func:`gate`).
+    folds; what serving each answer is worth comes from the estimator fitted on
+    all records (it is the measuring rod, not the thing measured, and each
+    record's own rating is part of its value anyway). Template genes are not
+    tested here: a ``fit`` may carry template changes only once they are
+    confirmed on their own evidence (the policy settles them on held-out probes).
     """
     _check(margin, z, min_records)
     fold = fold_of(keys, folds)
+    values = record_values(data, params.noise)
     parts = [_paired(fit(data.subset(fold != f)), incumbent, data.subset(fold == f), params,
-                     counts) for f in range(folds) if (fold == f).any()]
+                     counts, values[fold == f]) for f in range(folds) if (fold == f).any()]
     scores = np.concatenate([s for s, _, _ in parts], axis=1) if parts else np.zeros((2, 0))
     w = np.concatenate([x for _, x, _ in parts]) if parts else np.zeros(0)
     return _decide(scores, w, (0.0, 0.0), margin, z, min_records, "cross-fitted"), fit(data)
@@ -137,7 +142,8 @@ def _check(margin: float, z: float, min_records: int) -> None:
 
 
 def _paired(candidate: FloatArray, incumbent: FloatArray, data: Snapshot, params: FitnessParams,
-            counts: FloatArray | None) -> tuple[FloatArray, FloatArray, tuple[float, float]]:
+            counts: FloatArray | None, values: Float32Array | None = None,
+            ) -> tuple[FloatArray, FloatArray, tuple[float, float]]:
     """Both genomes' record scores (2, N) on the records of positive weight, those
     weights, and the template genes' (gain, variance)."""
     pair = np.stack([np.asarray(candidate, np.float64).reshape(-1),
@@ -148,7 +154,7 @@ def _paired(candidate: FloatArray, incumbent: FloatArray, data: Snapshot, params
     keep = w > 0
     if not keep.any():
         return np.zeros((2, 0)), np.zeros(0), (0.0, 0.0)
-    replay = Replay(data, params, counts=counts)
+    replay = Replay(data, params, values=values, counts=counts)
     extra = (0.0, 0.0)
     if replay.templates is not None:
         extra = template_delta(replay.templates, pair[0, data.n_weights:],
