@@ -210,8 +210,7 @@ async def cmd_probe_run(args: argparse.Namespace) -> int:
     from alchemist.probes.suites import Probe, Template, load_suites, template_catalog
 
     cfg = _config(args)
-    suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None,
-                         shipped=cfg.probes.shipped_suites)
+    suites = load_suites(cfg.probes.suites_dir, shipped=cfg.probes.shipped_suites)
     catalog = template_catalog(suites)
     if args.suite:
         suites = [s for s in suites if s.name == args.suite]

@@ -287,13 +287,8 @@ def write_suite(doc: Mapping[str, Any], directory: Path, *, force: bool = False)
     the suite loader, then renamed over the target. Refuses to replace an existing file
     unless ``force``, and a name another file of ``directory`` already defines."""
     name = str(doc["name"])
+    target = suite_target(directory, name, force=force)
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{name}.toml"
-    other = _defined_elsewhere(directory, name, target)
-    if other is not None:
-        raise ValueError(f"{other} already defines suite {name!r}; choose another --suite name.")
-    if target.exists() and not force:
-        raise ValueError(f"{target} exists; pass --force to replace it.")
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".toml.tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -309,8 +304,20 @@ def write_suite(doc: Mapping[str, Any], directory: Path, *, force: bool = False)
     return Imported(target, suite, replaced)
 
 
+def suite_target(directory: Path, name: str, *, force: bool = False) -> Path:
+    """``DIR/<name>.toml``; ``ValueError`` when it exists (unless ``force``) or when another
+    file of ``directory`` defines suite ``name`` (the daemon would refuse both)."""
+    target = directory / f"{name}.toml"
+    other = _defined_elsewhere(directory, name, target)
+    if other is not None:
+        raise ValueError(f"{other} already defines suite {name!r}; choose another --suite name.")
+    if target.exists() and not force:
+        raise ValueError(f"{target} exists; pass --force to replace it.")
+    return target
+
+
 def _defined_elsewhere(directory: Path, name: str, target: Path) -> Path | None:
-    for path in sorted(directory.glob("*.toml")):
+    for path in sorted(directory.glob("*.toml")) if directory.is_dir() else ():
         if path == target:
             continue
         try:
@@ -335,6 +342,7 @@ def import_golden(source: Path, *, suite: str, directory: Path, skill: str | Non
     if skill is not None:
         check_name(skill, "--skill")
     spec = None if answer is None else AnswerSpec.parse(answer)
+    suite_target(directory, suite, force=force)  # before reading what could not be written
     items, problems = read_items(numbered_lines(source), skill=skill, answer=spec, progress=progress)
     if problems:
         raise GoldenError(str(source), problems)

@@ -258,7 +258,8 @@ class Prober:
         """Take a reloaded config's probe settings from the next round on; the budget keeps
         what it spent. ``enabled``, ``suites_dir`` and ``shipped_suites`` keep their running
         values until the next start (the suites are loaded then; the daemon's
-        ``reload_needs_restart`` warning names them). Never raises: the daemon applies it after every check."""
+        ``reload_needs_restart`` warning names them). Never raises: the daemon applies it
+        after every check."""
         running = (self.cfg.enabled, self.cfg.suites_dir, self.cfg.shipped_suites)
         if (cfg.enabled, cfg.suites_dir, cfg.shipped_suites) != running:
             cfg = msgspec.structs.replace(cfg, enabled=self.cfg.enabled, suites_dir=self.cfg.suites_dir,
