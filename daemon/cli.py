@@ -269,7 +269,7 @@ async def cmd_probe_import(args: argparse.Namespace) -> int:
     try:
         done = import_golden(Path(args.file), suite=args.suite, directory=Path(directory),
                              skill=args.skill, answer=args.answer, force=args.force,
-                             progress=lambda n: print(f"\rimporting: {n} lines read", end="",
+                             progress=lambda n: print(f"importing: {n} lines read", end="\r",
                                                       file=sys.stderr, flush=True))
     except GoldenError as exc:
         print("", *exc.report(), sep="\n", file=sys.stderr)

@@ -297,6 +297,9 @@ def write_suite(doc: Mapping[str, Any], directory: Path, *, force: bool = False)
             os.fsync(fh.fileno())
         suite = load_suite(tmp)  # what we write must load, or nothing is written
         replaced = target.exists()
+        # mkstemp makes it private; the daemon may run as another user: readable, as a
+        # replaced file was
+        os.chmod(tmp, target.stat().st_mode & 0o777 if replaced else 0o644)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -250,11 +250,13 @@ def parse_suite(data: Mapping[str, object], *, source: str = "<suite>") -> Suite
     if not doc.probes:
         raise SuiteError(f"{source}: The suite needs at least one [[probes]] entry.")
     probes: list[Probe] = []
+    ids: set[str] = set()  # a set: a golden suite may hold many thousands of probes
     for index, raw in enumerate(doc.probes):
         probe = _probe(raw, index, doc, default_answer, source)
-        if any(p.id == probe.id for p in probes):
+        if probe.id in ids:
             raise SuiteError(f"{source}: probe {probe.id!r}: the id is used twice; probe ids must be "
                              "unique in a suite.")
+        ids.add(probe.id)
         probes.append(probe)
     return Suite(doc.name, doc.skill, tuple(probes), doc.templates, doc.description,
                  None if source.startswith("<") else source, doc.golden)

@@ -248,7 +248,9 @@ class Prober:
         self.budget = Budget(cfg.calls_per_hour, cfg.cost_per_day)
         self.rng = rng or random.Random()
         self._journal = journal or (lambda: ())
+        #: each golden probe's tag (:func:`.golden.golden_tag`), by key; and the probe it is of
         self._golden_tags: dict[str, str] = {}
+        self._tagged: dict[str, Probe] = {}
         #: ``golden``: golden probes asked; ``golden_calls``: the provider calls they made
         self.counts = {"runs": 0, "probes": 0, "template_trials": 0, "skipped_budget": 0,
                        "golden": 0, "golden_calls": 0}
@@ -340,10 +342,12 @@ class Prober:
         """Each golden probe some provider of ``names`` has not answered yet under the
         template the recipe gives it now, with those providers (suite and file order)."""
         done = golden.asked(self._journal())
-        self._golden_tags = {p.key: golden.golden_tag(p) for s in self.suites if s.golden
-                             for p in s.probes}
+        probes = [p for s in self.suites if s.golden for p in s.probes]
+        self._golden_tags = {p.key: self._golden_tags[p.key] if self._tagged.get(p.key) is p
+                             else golden.golden_tag(p) for p in probes}  # hashed once per probe
+        self._tagged = {p.key: p for p in probes}
         due = []
-        for probe in (p for s in self.suites if s.golden for p in s.probes):
+        for probe in probes:
             tag = self._golden_tags[probe.key]
             who = [n for n in names if (tag, n, _name(self.current(probe.skill, n))) not in done]
             if who:
