@@ -297,7 +297,7 @@ def _answer(value: Answer, label: str) -> AnswerSpec | None:
 
 def shipped_suite_files() -> list[Path]:
     """The suite files that ship with the package, in name order."""
-    root = resources.files("probes") / "suites"
+    root = resources.files("alchemist.probes") / "suites"
     return sorted((Path(str(entry)) for entry in root.iterdir()
                    if entry.name.endswith(".toml") and entry.is_file()), key=lambda p: p.name)
 
