@@ -210,7 +210,7 @@ async def cmd_probe_run(args: argparse.Namespace) -> int:
     from alchemist.probes.suites import Probe, Template, load_suites, template_catalog
 
     cfg = _config(args)
-    suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
+    suites = load_suites(cfg.probes.suites_dir, shipped=cfg.probes.shipped_suites)
     catalog = template_catalog(suites)
     if args.suite:
         suites = [s for s in suites if s.name == args.suite]
@@ -256,6 +256,25 @@ async def cmd_probe_run(args: argparse.Namespace) -> int:
                     best[skill] = (passed / total, option)
             print(f"  {name}: " + ", ".join(f"{skill} -> {t} ({rate:.0%})"
                                             for skill, (rate, t) in best.items()))
+    return 0
+
+
+async def cmd_probe_import(args: argparse.Namespace) -> int:
+    """Import a JSONL file of labelled examples as a golden probe suite (``probes/golden.py``)."""
+    from alchemist.probes.golden import GoldenError, import_golden
+
+    directory = args.dir or _config(args).probes.suites_dir
+    if not directory:
+        raise CliError("no directory for the suite: pass --dir, or -c a config with probes.suites_dir")
+    try:
+        done = import_golden(Path(args.file), suite=args.suite, directory=Path(directory),
+                             skill=args.skill, answer=args.answer, force=args.force,
+                             progress=lambda n: print(f"importing: {n} lines read", end="\r",
+                                                      file=sys.stderr, flush=True))
+    except GoldenError as exc:
+        print("", *exc.report(), sep="\n", file=sys.stderr)
+        raise CliError(str(exc)) from None
+    print(done.summary())
     return 0
 
 
@@ -352,6 +371,15 @@ def _add_probe_verbs(sub: _Verbs) -> None:
     pr.add_argument("--templates", action="store_true",
                     help="ask every probe with each of its skill's templates too, one column each")
     pr.set_defaults(fn=cmd_probe_run)
+    pi = psub.add_parser("import", help="import labelled examples (JSONL) as a golden suite")
+    pi.add_argument("file", help="JSON lines: prompt or messages, gold, [skill], [answer], [id]")
+    pi.add_argument("--suite", required=True, help="the suite's name (file DIR/NAME.toml)")
+    pi.add_argument("--dir", help="where to write it (default: the config's probes.suites_dir)")
+    pi.add_argument("--skill", help="the skill of lines that give none")
+    pi.add_argument("--answer", help="the answer kind of lines that give none: KIND[:FIELD]")
+    pi.add_argument("--force", action="store_true", help="replace an existing suite file")
+    pi.add_argument("-c", "--config", help="config file (TOML), for probes.suites_dir")
+    pi.set_defaults(fn=cmd_probe_import)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -69,6 +69,9 @@ class Probe:
     prompt: str
     checker: Checker
     answer: AnswerSpec | None = None
+    #: the whole conversation when the suite gives ``messages`` (``prompt`` is then its last
+    #: user message); empty: one user message, ``prompt``
+    messages: tuple[Message, ...] = ()
 
     @property
     def key(self) -> str:
@@ -86,6 +89,9 @@ class Suite:
     templates: tuple[Template, ...] = ()
     description: str = ""
     path: str | None = None
+    #: a golden set (``golden = true``): the prober asks each probe once per provider and
+    #: template, not in its sampled rounds (``probes/README.md``, "Golden sets")
+    golden: bool = False
 
     def template(self, name: str) -> Template:
         """The template called ``name``; raises ``KeyError`` naming the known ones."""
@@ -118,8 +124,9 @@ def apply_template(messages: Sequence[Message], template: Template | None) -> tu
 
 def render(probe: Probe, template: Template | None = None) -> list[Message]:
     """The chat messages for ``probe``: the template's system prompt (if any), then the
-    prompt with the template's suffix appended after a blank line."""
-    return list(apply_template([Message("user", probe.prompt)], template))
+    prompt (or the probe's ``messages``) with the template's suffix appended after a
+    blank line to the last user message."""
+    return list(apply_template(probe.messages or [Message("user", probe.prompt)], template))
 
 
 def template_catalog(suites: Sequence[Suite]) -> dict[str, tuple[Template, ...]]:
@@ -181,6 +188,8 @@ class SuiteDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: str = ""
     #: the default extraction spec of the suite's probes
     answer: Answer = None
+    #: a golden set: each probe asked once per provider and template (see :class:`Suite`)
+    golden: bool = False
     templates: tuple[Template, ...] = ()
     #: each read as a :class:`ProbeDocument` on its own, so its errors name the probe by id
     probes: tuple[dict[str, Any], ...] = ()
@@ -190,22 +199,44 @@ class SuiteDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         check_name(self.skill, "skill")
 
 
-class ProbeDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class MessageDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One entry of a probe's ``messages``."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ProbeDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A ``[[probes]]`` entry as written; ``check`` is read by :func:`build_checker`."""
 
     id: str
-    prompt: str
+    #: the question, sent as one user message; or else ``messages``, a whole conversation
+    prompt: str | None = None
     check: dict[str, Any]
+    messages: tuple[MessageDocument, ...] | None = None
     answer: Answer = None
     #: the suite's skill unless given
     skill: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.id, "id")
-        if not self.prompt.strip():
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt (a string) and messages (a list of "
+                             "{role, content}).")
+        if self.prompt is not None and not self.prompt.strip():
             raise ValueError("prompt must be a non-empty string.")
+        if self.messages is not None and not any(
+                m.role == "user" and m.content.strip() for m in self.messages):
+            raise ValueError("messages must hold a user message with non-empty content.")
         if self.skill is not None:
             check_name(self.skill, "skill")
+
+    def conversation(self) -> tuple[str, tuple[Message, ...]]:
+        """The prompt (the last user message of ``messages``) and the messages (or ``()``)."""
+        if self.messages is None:
+            return self.prompt or "", ()
+        messages = tuple(Message(m.role, m.content) for m in self.messages)
+        return next(m.content for m in reversed(messages) if m.role == "user"), messages
 
 
 def parse_suite(data: Mapping[str, object], *, source: str = "<suite>") -> Suite:
@@ -219,14 +250,16 @@ def parse_suite(data: Mapping[str, object], *, source: str = "<suite>") -> Suite
     if not doc.probes:
         raise SuiteError(f"{source}: The suite needs at least one [[probes]] entry.")
     probes: list[Probe] = []
+    ids: set[str] = set()  # a set: a golden suite may hold many thousands of probes
     for index, raw in enumerate(doc.probes):
         probe = _probe(raw, index, doc, default_answer, source)
-        if any(p.id == probe.id for p in probes):
+        if probe.id in ids:
             raise SuiteError(f"{source}: probe {probe.id!r}: the id is used twice; probe ids must be "
                              "unique in a suite.")
+        ids.add(probe.id)
         probes.append(probe)
     return Suite(doc.name, doc.skill, tuple(probes), doc.templates, doc.description,
-                 None if source.startswith("<") else source)
+                 None if source.startswith("<") else source, doc.golden)
 
 
 def _probe(raw: dict[str, Any], index: int, suite: SuiteDocument, default_answer: AnswerSpec | None,
@@ -239,7 +272,8 @@ def _probe(raw: dict[str, Any], index: int, suite: SuiteDocument, default_answer
         checker = build_checker(doc.check, answer=answer)
     except ValueError as exc:
         raise SuiteError(f"{label}: {exc}") from exc
-    return Probe(doc.id, suite.name, doc.skill or suite.skill, doc.prompt, checker, answer)
+    prompt, messages = doc.conversation()
+    return Probe(doc.id, suite.name, doc.skill or suite.skill, prompt, checker, answer, messages)
 
 
 def _convert(raw: object, kind: type[T], label: str) -> T:
@@ -263,7 +297,7 @@ def _answer(value: Answer, label: str) -> AnswerSpec | None:
 
 def shipped_suite_files() -> list[Path]:
     """The suite files that ship with the package, in name order."""
-    root = resources.files("probes") / "suites"
+    root = resources.files("alchemist.probes") / "suites"
     return sorted((Path(str(entry)) for entry in root.iterdir()
                    if entry.name.endswith(".toml") and entry.is_file()), key=lambda p: p.name)
 

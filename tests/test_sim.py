@@ -333,6 +333,10 @@ def test_report_on_a_hand_computed_example(tmp_path: Path) -> None:
         "plurality_vote": 50.0,
         "oracle": 75.0,
         "mean_providers_called": 2.25,
+        "mean_providers_called_last_half": 2.0,
+        "golden": 0,
+        "golden_calls": 0,
+        "provider_calls_per_request": 2.25,
         "recipes_promoted": 2,
         "ratings_sent": 3,
         "curve": {"x": [2, 3, 4], "served": [100.0, 50.0, 0.0],
@@ -341,6 +345,11 @@ def test_report_on_a_hand_computed_example(tmp_path: Path) -> None:
     json.dumps(report)  # JSON-ready
     table = format_table(report)
     assert "best single (B)" in table and "75.00 %" in table and "-25.00 pts" in table
+    assert "golden" not in table
+    # 2 golden prompts asked in 8 calls, never served: amortised over the 4 served requests
+    golden = build_report(_tiny(), served, extract=_extract, window=2, golden=2, golden_calls=8)
+    assert golden["provider_calls_per_request"] == 4.25 and golden["mean_providers_called"] == 2.25
+    assert "golden provider calls" in format_table(golden)
     png = tmp_path / "out" / "run.png"
     write_plot(report, png, "tiny run")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

@@ -151,6 +151,8 @@ class ProbesConfig(Section, frozen=True):
 
     enabled: bool = False
     suites_dir: str | None = None
+    #: load the suites shipped with the package too (false: only those of suites_dir)
+    shipped_suites: bool = True
     interval_s: Annotated[float, msgspec.Meta(ge=1.0)] = 600.0
     first_run_s: Annotated[float, msgspec.Meta(ge=0.0)] = 5.0
     jitter: Unit = 0.2

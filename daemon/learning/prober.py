@@ -19,6 +19,13 @@ extra call journaled as a *template trial* (user ``"probe-trial"``), so every
 option keeps being measured while the main probe records stay whole for the
 weights. Each record says which template each provider was asked with.
 
+Golden suites (``golden = true``, e.g. from ``alchemist probe import``) are not
+sampled: each round first asks the golden probes still due, each of only the
+providers that have no answer on record for it under the template the recipe
+gives them now (:mod:`alchemist.daemon.learning.golden` reads that back from the
+journaled records), without template trials. So each provider answers each golden
+probe once, and again when its template changes. They are probe records like any.
+
 ``alchemist probe run`` uses :func:`probe_providers` directly, without NATS.
 """
 
@@ -30,7 +37,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import msgspec
@@ -39,6 +46,8 @@ import structlog
 from alchemist.adapters import ChatRequest
 from alchemist.answers.fusion import Candidate, similarity_matrix
 from alchemist.daemon.config import ProbesConfig
+from alchemist.daemon.learning import golden
+from alchemist.daemon.learning.golden import record_id
 from alchemist.daemon.serving.fanout import FanOut, Outcome
 from alchemist.daemon.storage.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
 from alchemist.daemon.tasks import cancel
@@ -175,6 +184,10 @@ def to_record(result: ProbeResult, probe_id: str, user: str = PROBE_USER) -> Rat
     return Rated(exp, 0, user, time.time(), truth)
 
 
+def _name(template: Template | None) -> str | None:
+    return None if template is None else template.name
+
+
 NO_TEMPLATE = "none"  # how "asked without a template" is named in events and tables
 
 
@@ -216,10 +229,13 @@ class Prober:
                  rng: random.Random | None = None, *,
                  catalog: Mapping[str, Sequence[Template]] | None = None,
                  chosen: Callable[[str, str], str | None] | None = None,
-                 use_templates: Callable[[], bool] | None = None) -> None:
+                 use_templates: Callable[[], bool] | None = None,
+                 journal: Callable[[], Iterable[Rated]] | None = None) -> None:
         """``catalog``: each skill's templates; ``chosen(skill, provider)``: the template
         the ``default`` recipe sends that provider (None: none); ``use_templates()``:
-        whether that recipe can use templates at all (if not, no trials are spent)."""
+        whether that recipe can use templates at all (if not, no trials are spent);
+        ``journal()``: the journaled records (the experience index's rated records), where
+        the golden probes already asked are read back (:mod:`.golden`)."""
         self.cfg = cfg
         self.suites = list(suites)
         self.catalog = {s: tuple(ts) for s, ts in (catalog or {}).items()}
@@ -231,17 +247,25 @@ class Prober:
         self.subject = f"{prefix}.probes.results"
         self.budget = Budget(cfg.calls_per_hour, cfg.cost_per_day)
         self.rng = rng or random.Random()
-        self.counts = {"runs": 0, "probes": 0, "template_trials": 0, "skipped_budget": 0}
+        self._journal = journal or (lambda: ())
+        #: each golden probe's tag (:func:`.golden.golden_tag`), by key; and the probe it is of
+        self._golden_tags: dict[str, str] = {}
+        self._tagged: dict[str, Probe] = {}
+        #: ``golden``: golden probes asked; ``golden_calls``: the provider calls they made
+        self.counts = {"runs": 0, "probes": 0, "template_trials": 0, "skipped_budget": 0,
+                       "golden": 0, "golden_calls": 0}
         self._task: asyncio.Task[None] | None = None
 
     def reload(self, cfg: ProbesConfig) -> None:
         """Take a reloaded config's probe settings from the next round on; the budget keeps
-        what it spent. ``enabled`` and ``suites_dir`` keep their running values until the
-        next start (the suites are loaded then; the daemon's ``reload_needs_restart``
-        warning names them). Never raises: the daemon applies it after every check."""
-        if (cfg.enabled, cfg.suites_dir) != (self.cfg.enabled, self.cfg.suites_dir):
-            cfg = msgspec.structs.replace(cfg, enabled=self.cfg.enabled,
-                                          suites_dir=self.cfg.suites_dir)
+        what it spent. ``enabled``, ``suites_dir`` and ``shipped_suites`` keep their running
+        values until the next start (the suites are loaded then; the daemon's
+        ``reload_needs_restart`` warning names them). Never raises: the daemon applies it
+        after every check."""
+        running = (self.cfg.enabled, self.cfg.suites_dir, self.cfg.shipped_suites)
+        if (cfg.enabled, cfg.suites_dir, cfg.shipped_suites) != running:
+            cfg = msgspec.structs.replace(cfg, enabled=self.cfg.enabled, suites_dir=self.cfg.suites_dir,
+                                          shipped_suites=self.cfg.shipped_suites)
         self.cfg = cfg
         self.budget.resize(cfg.calls_per_hour, cfg.cost_per_day)
 
@@ -263,34 +287,35 @@ class Prober:
             delay = self.cfg.interval_s * (1 + self.cfg.jitter * (2 * self.rng.random() - 1))
 
     async def run_once(self) -> list[ProbeResult]:
-        """One probing round: sample, ask, check, publish, record."""
+        """One probing round: the golden probes still due first, then sampled ones, up to
+        ``sample`` probes in all; ask, check, publish, record."""
         fanout = self._fanout()
         names = list(fanout.providers)
-        results = []
-        for probe in sample(self.suites, self.cfg.sample, self.rng):
+        results: list[ProbeResult] = []
+        due = self.golden_due(names)[: self.cfg.sample]
+        plan = [*due, *((p, names) for p in sample([s for s in self.suites if not s.golden],
+                                                   self.cfg.sample - len(due), self.rng))]
+        for probe, who in plan:
             now = time.monotonic()
-            if not self.budget.allows(len(names), now):
+            if not self.budget.allows(len(who), now):
                 self.counts["skipped_budget"] += 1
                 log.info("probe_skipped", reason="budget", calls_last_hour=self.budget.calls_last_hour)
                 break
-            trials = self.trials(probe.skill, names)
-            if not self.budget.allows(len(names) + len(trials), now):
+            tag = self._golden_tags.get(probe.key)
+            trials = {} if tag is not None else self.trials(probe.skill, names)
+            if not self.budget.allows(len(who) + len(trials), now):
                 trials = {}  # the probe itself comes first
-            asked = [(names, {n: self.current(probe.skill, n) for n in names}, PROBE_USER),
-                     (list(trials), trials, TRIAL_USER)]
-            for who, templates, user in asked:
-                if not who:
-                    continue
-                result = await probe_providers(fanout, who, probe, self.cfg.timeout_s, templates)
-                result = replace(result, trial=user == TRIAL_USER)
-                cost = sum((o.result.usage.cost or 0.0) for o in result.outcomes if o.result)
-                self.budget.spend(len(who), cost, now)
-                results.append(result)
-                pending = self._record(to_record(result, f"probe-{os.urandom(8).hex()}", user))
-                if asyncio.iscoroutine(pending):
-                    await pending
+            templates = {n: self.current(probe.skill, n) for n in who}
+            rid = record_id(tag) if tag is not None else f"probe-{os.urandom(8).hex()}"
+            results.append(await self._ask(fanout, probe, templates, PROBE_USER, rid, now))
+            if trials:
+                results.append(await self._ask(fanout, probe, trials, TRIAL_USER,
+                                               f"probe-{os.urandom(8).hex()}", now))
             self.counts["probes"] += 1
             self.counts["template_trials"] += len(trials)
+            if tag is not None:
+                self.counts["golden"] += 1
+                self.counts["golden_calls"] += len(who)
         for event in summarize(results):
             pending = self._publish(self.subject, json.dumps(event).encode())
             if asyncio.iscoroutine(pending):
@@ -298,8 +323,36 @@ class Prober:
         self.counts["runs"] += 1
         log.info("probe_run", probes=sum(not r.trial for r in results),
                  template_trials=sum(len(r.outcomes) for r in results if r.trial),
-                 providers=len(names))
+                 golden=len(due), providers=len(names))
         return results
+
+    async def _ask(self, fanout: FanOut, probe: Probe, templates: Mapping[str, Template | None],
+                   user: str, request_id: str, now: float) -> ProbeResult:
+        """Ask the providers of ``templates`` one probe, spend the budget, journal the record."""
+        result = await probe_providers(fanout, list(templates), probe, self.cfg.timeout_s, templates)
+        result = replace(result, trial=user == TRIAL_USER)
+        cost = sum((o.result.usage.cost or 0.0) for o in result.outcomes if o.result)
+        self.budget.spend(len(templates), cost, now)
+        pending = self._record(to_record(result, request_id, user))
+        if asyncio.iscoroutine(pending):
+            await pending
+        return result
+
+    def golden_due(self, names: Sequence[str]) -> list[tuple[Probe, list[str]]]:
+        """Each golden probe some provider of ``names`` has not answered yet under the
+        template the recipe gives it now, with those providers (suite and file order)."""
+        done = golden.asked(self._journal())
+        probes = [p for s in self.suites if s.golden for p in s.probes]
+        self._golden_tags = {p.key: self._golden_tags[p.key] if self._tagged.get(p.key) is p
+                             else golden.golden_tag(p) for p in probes}  # hashed once per probe
+        self._tagged = {p.key: p for p in probes}
+        due = []
+        for probe in probes:
+            tag = self._golden_tags[probe.key]
+            who = [n for n in names if (tag, n, _name(self.current(probe.skill, n))) not in done]
+            if who:
+                due.append((probe, who))
+        return due
 
     def current(self, skill: str, provider: str) -> Template | None:
         """The template the recipe sends a provider on a skill (None: none, or unknown)."""

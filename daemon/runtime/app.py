@@ -103,7 +103,8 @@ class Daemon:
         for secret in (cfg.nats.password, cfg.nats.token):
             register_secret(secret)
         # suites first: a bad suite file stops start-up before anything connects
-        suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None)
+        suites = load_suites(Path(cfg.probes.suites_dir) if cfg.probes.suites_dir else None,
+                             shipped=cfg.probes.shipped_suites)
         self.templates = template_catalog(suites)
         check_templates(cfg, self.templates)
         self.nc = await self._connect()
@@ -155,7 +156,7 @@ class Daemon:
 
         return Prober(self.cfg.probes, suites, lambda: service.fanout, streams.rate, nc.publish,
                       self.cfg.service.subject_prefix, catalog=self.templates, chosen=chosen,
-                      use_templates=use_templates)
+                      use_templates=use_templates, journal=self.index.rated.values)
 
     async def _serve(self, service: InferenceService, nc: Client) -> None:
         """Take requests (the micro service), once the broker routes them; then metrics."""

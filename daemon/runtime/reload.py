@@ -36,7 +36,7 @@ RESTART_ONLY: Mapping[str, tuple[str, ...] | None] = {
     "service": ("subject_prefix", "log_level"),
     "metrics": None,
     "experience": None,
-    "probes": ("enabled", "suites_dir"),
+    "probes": ("enabled", "suites_dir", "shipped_suites"),
     "evolver": ("user_cap", "user_window_s"),
 }
 

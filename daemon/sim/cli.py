@@ -8,11 +8,19 @@ import json
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from alchemist.answers.extract import AnswerSpec, extract
 from alchemist.daemon.sim.fleet import make_fleet
+from alchemist.daemon.sim.golden import (
+    await_golden,
+    choose_golden,
+    probe_settings,
+    served_order,
+    write_golden,
+)
 from alchemist.daemon.sim.harness import Harness, LoopSettings, Progress, ordered
 from alchemist.daemon.sim.replay import Latency, ReplaySet, load_replay
 from alchemist.daemon.sim.report import build_report, format_table, write_plot
@@ -52,20 +60,28 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
                                             tail="lognormal" if args.p99_ratio > 1 else "fixed",
                                             p99_ratio=max(1.0, args.p99_ratio)),
                             failure_rate=args.failure_rate, explore=args.explore)
-    items = ordered(replay, args.requests, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    golden = choose_golden(replay, args.golden, args.seed, spec) if args.golden else []
+    if golden:
+        settings = replace(settings, probes=probe_settings(
+            write_golden(golden, spec, out / "golden").parent, len(golden)))
+    items = served_order(replay, args.requests, args.seed, {i.id for i in golden})
     print(f"replaying {len(items)} prompts of {args.dataset} through the daemon "
           f"({len(replay.models)} providers, rated {args.rated:.0%}, noise {args.noise:.0%}, "
-          f"seed {args.seed})", file=sys.stderr)
+          f"seed {args.seed}" + (f", {len(golden)} golden prompts apart" if golden else "") + ")",
+          file=sys.stderr)
     t0 = time.monotonic()
     async with Harness(replay, settings) as h:
+        if golden:
+            await await_golden(h)
         await h.drive(items, on_tick=lambda p: _progress_line(p, len(items)))
         promoted = sum(1 for r in h.progress.versions if r.reason == "evolved")
         final = h.daemon.recipes.get("default") if h.daemon and h.daemon.recipes else None
+        golden_calls = h.daemon.prober.counts["golden_calls"] if h.daemon and h.daemon.prober else 0
     sys.stderr.write("\n")
     report = build_report(replay, h.served, extract=lambda t: extract(t, spec),
-                          recipes_promoted=promoted)
+                          recipes_promoted=promoted, golden=len(golden), golden_calls=golden_calls)
     report.update(dataset=str(args.dataset), seed=args.seed, rated=args.rated, noise=args.noise,
                   strategy=args.strategy, answer=spec.to_dict(),
                   seconds=round(time.monotonic() - t0, 1),
@@ -178,6 +194,9 @@ def add_sim_verbs(sub: Any) -> None:
                    help="share of replay calls that fail with HTTP 500")
     b.add_argument("--explore", type=float, default=0.0,
                    help="recipe explore share (serves runner-up answers on uncertain requests)")
+    b.add_argument("--golden", type=int, default=0, metavar="N",
+                   help="take N prompts (by the seed, spread over skills) as a golden set the "
+                   "prober asks every provider once; they are not served nor scored")
     b.add_argument("--verbose", action="store_true", help="daemon logs on stderr")
     b.set_defaults(fn=cmd_bench_replay)
 

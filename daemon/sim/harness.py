@@ -51,6 +51,8 @@ class LoopSettings:
     min_weight: float = DEFAULT_PARAMS.min_weight
     deadline_ms: int = 10_000
     evolver: Mapping[str, Any] = field(default_factory=dict)
+    #: the daemon's ``probes`` section (``bench replay --golden``: see :mod:`.golden`)
+    probes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -113,6 +115,7 @@ class Harness:
                                     "params": {"explore": self.s.explore,
                                                "min_weight": self.s.min_weight}}},
             "evolver": evolver,
+            "probes": dict(self.s.probes),
         }, "<simulation>")
 
     async def __aenter__(self) -> Harness:

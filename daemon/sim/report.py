@@ -11,6 +11,12 @@ the prompts the daemon saw:
   where everyone abstains, go to the first model in the replay set's order),
   scored by the recorded score of the first model in the winning group;
 - ``oracle``: the share of prompts where some model scored >= 0.5.
+
+Provider calls: ``mean_providers_called`` (and over the last half) counts the
+calls of the served requests; ``golden_calls`` those the prober made to ask the
+golden prompts (``--golden``), which are never served nor scored; and
+``provider_calls_per_request`` both, the golden ones amortised over the served
+requests.
 """
 
 from __future__ import annotations
@@ -75,8 +81,10 @@ def _pct(x: float) -> float:
 
 def build_report(replay: ReplaySet, served: Sequence[Served], *,
                  extract: Callable[[str], str | None], window: int = 100,
-                 recipes_promoted: int = 0) -> dict[str, object]:
-    """The JSON-ready report of a replay run (see the module docstring for the numbers).
+                 recipes_promoted: int = 0, golden: int = 0,
+                 golden_calls: int = 0) -> dict[str, object]:
+    """The JSON-ready report of a replay run (see the module docstring for the numbers);
+    ``golden`` prompts were asked by the prober in ``golden_calls`` provider calls.
 
     ``curve`` holds trailing-window means against the request count ``x``, from
     the point the first window fills (or the last request, if there are fewer),
@@ -101,6 +109,7 @@ def build_report(replay: ReplaySet, served: Sequence[Served], *,
             vote_cache[s.item_id] = _plurality_score(replay, s.item_id, extract)
     vote = np.array([vote_cache[s.item_id] for s in served])
     oracle = (per_model >= 0.5).any(axis=1)
+    called = np.array([s.n_called for s in served], dtype=np.float64)
 
     start = min(window, n)
     stride = max(1, -(-(n - start + 1) // _MAX_CURVE_POINTS))  # ceil
@@ -117,7 +126,11 @@ def build_report(replay: ReplaySet, served: Sequence[Served], *,
         "best_single": {"model": replay.models[best], "score": _pct(float(means[best]))},
         "plurality_vote": _pct(float(vote.mean())),
         "oracle": _pct(float(oracle.mean())),
-        "mean_providers_called": round(float(np.mean([s.n_called for s in served])), 3),
+        "mean_providers_called": round(float(called.mean()), 3),
+        "mean_providers_called_last_half": round(float(called[n // 2:].mean()), 3),
+        "golden": golden,
+        "golden_calls": golden_calls,
+        "provider_calls_per_request": round(float((called.sum() + golden_calls) / n), 3),
         "recipes_promoted": recipes_promoted,
         "ratings_sent": sum(1 for s in served if s.rated),
         "curve": {
@@ -211,6 +224,14 @@ def format_table(report: dict[str, object]) -> str:
         ("oracle (some model right)", f"{_num(report, 'oracle'):.2f} %"),
         ("served - best single", f"{served_all - best_score:+.2f} pts"),
         ("providers called / request", f"{_num(report, 'mean_providers_called'):.2f}"),
+        ("  last half", f"{_num(report, 'mean_providers_called_last_half'):.2f}"),
+    ]
+    if report.get("golden"):
+        rows += [("golden prompts (not served)", f"{int(_num(report, 'golden'))}"),
+                 ("golden provider calls", f"{int(_num(report, 'golden_calls'))}"),
+                 ("calls / request, golden amortised",
+                  f"{_num(report, 'provider_calls_per_request'):.2f}")]
+    rows += [
         ("ratings sent", f"{int(_num(report, 'ratings_sent'))}"),
         ("recipes promoted", f"{int(_num(report, 'recipes_promoted'))}"),
     ]
