@@ -8,6 +8,7 @@ the provider itself.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -188,6 +189,28 @@ async def test_without_a_cascade_every_provider_is_in_wave_one(
     reply = await infer(nc, {"prompt": "hi"})
     assert waves(reply) == [("a", 1), ("b", 1), ("c", 1)]
     assert (await recorded(d, reply["request_id"])).waves == ()
+
+
+async def test_a_breaker_trial_is_not_held_by_a_provider_never_asked(
+        daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: Client) -> None:
+    fake.set("a", Behaviour(text="42"))
+    fake.set("b", Behaviour(text="17"))
+    fake.set("c", Behaviour(kind="error", status=500))
+    d = await daemon_factory(recipes=recipes({"a": 1.0, "b": 0.6, "c": 0.5}, first_wave=1),
+                             breaker={"consecutive": 2, "cooldown_s": 0.3})
+    for _ in range(2):  # a and b disagree, so c is asked, and fails: its breaker opens
+        reply = await infer(nc, {"prompt": "6*7?"})
+        assert [n for n, _ in waves(reply)] == ["a", "b", "c"]
+    assert d.service is not None and d.service.fanout.breakers["c"].state == "open"
+    await asyncio.sleep(0.35)  # the cooldown itself is what is tested here
+    fake.set("b", Behaviour(text="42"))
+    reply = await infer(nc, {"prompt": "6*7?"})  # c is admitted for its trial, but not needed
+    assert [n for n, _ in waves(reply)] == ["a", "b"] and fake.calls["c"] == 4  # 2 x (1 + retry)
+    fake.set("b", Behaviour(text="17"))
+    fake.set("c", Behaviour(text="42"))
+    reply = await infer(nc, {"prompt": "6*7?"})  # the trial is still free: c is asked
+    assert waves(reply) == [("a", 1), ("b", 2), ("c", 3)] and reply["providers"][2]["ok"]
+    assert d.service.fanout.breakers["c"].state == "closed"
 
 
 # ---------------------------------------------------------------- the params

@@ -56,6 +56,8 @@ class Outcome:
 Settled = Callable[[Sequence[Outcome], Sequence[str]], bool]
 #: given every outcome so far (of providers asked: answered or failed), why stop (None: go on)
 StopRule = Callable[[Sequence[Outcome]], str | None]
+#: a provider set and its breakers, as one request started with them
+Pinned = tuple[Mapping[str, Provider], Mapping[str, Breaker]]
 
 
 class FanOut:
@@ -107,11 +109,13 @@ class FanOut:
         return allowed
 
     async def run(self, names: Sequence[str], chat: ChatRequest | Mapping[str, ChatRequest],
-                  deadline: float, *, settled: Settled | None = None) -> list[Outcome]:
+                  deadline: float, *, settled: Settled | None = None,
+                  pinned: Pinned | None = None) -> list[Outcome]:
         """Call ``names`` concurrently; outcomes come back in the order of ``names``.
 
         ``chat`` is the request for all of them, or a mapping giving each provider its own
-        (every name must be in it).
+        (every name must be in it). ``pinned``: the providers and breakers to use
+        (default: the current ones; a cascade keeps those it started with).
         """
         if isinstance(chat, ChatRequest):
             chats: Mapping[str, ChatRequest] = dict.fromkeys(names, chat)
@@ -122,7 +126,8 @@ class FanOut:
             chats = chat
         loop = asyncio.get_running_loop()
         started = loop.time()
-        providers, breakers = self.providers, self.breakers  # a reload mid-request changes neither
+        # a reload mid-request changes neither
+        providers, breakers = pinned or (self.providers, self.breakers)
         started_at = time.monotonic()  # the breakers' clock
 
         async def one(name: str) -> Outcome:
@@ -198,28 +203,29 @@ class FanOut:
         """
         loop = asyncio.get_running_loop()
         budget = max(0.0, deadline - loop.time())
-        breakers = self.breakers
+        pinned = (self.providers, self.breakers)  # one provider set for the whole cascade
         out: list[Outcome] = []
-        ended = "exhausted"
-        for number, wave in enumerate(waves, start=1):
-            if number > 1:
-                reason = stop(out)
-                if reason is not None:
-                    ended = reason
-                    break
-                if deadline - loop.time() < self.floor(wave, budget):
-                    ended = DEADLINE
-                    break
-            later = [p for w in waves[number:] for p in w]
-            before = list(out)
-            cut = None if settled is None else (
-                lambda done, pending, b=before, rest=later: settled([*b, *done], [*pending, *rest]))
-            outcomes = await self.run(wave, chats, deadline, settled=cut)
-            out += [dataclasses.replace(o, wave=number) for o in outcomes]
-        asked = {o.name for o in out}
-        for name in {p for w in waves for p in w} - asked:
-            if name in breakers:
-                breakers[name].abandon()  # admitted, maybe as a half-open trial, never called
+        ended, started = "exhausted", 0
+        try:
+            for started, wave in enumerate(waves, start=1):
+                if started > 1:
+                    reason = stop(out)
+                    if reason is None and deadline - loop.time() < self.floor(wave, budget):
+                        reason = DEADLINE
+                    if reason is not None:
+                        ended, started = reason, started - 1
+                        break
+                later = [p for w in waves[started:] for p in w]
+                before = list(out)
+                cut = None if settled is None else (
+                    lambda done, pending, b=before, rest=later: settled([*b, *done],
+                                                                        [*pending, *rest]))
+                outcomes = await self.run(wave, chats, deadline, settled=cut, pinned=pinned)
+                out += [dataclasses.replace(o, wave=started) for o in outcomes]
+        finally:  # admitted, maybe as a half-open breaker's one trial, but never called
+            for name in (p for w in waves[started:] for p in w):
+                if name in pinned[1]:
+                    pinned[1][name].abandon()
         return out, ended
 
     def floor(self, wave: Sequence[str], budget: float) -> float:
