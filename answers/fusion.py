@@ -22,16 +22,39 @@ ties between members of one agreeing group in favour of the heaviest provider.
 
 If every candidate has no answer under ``vote``, fusion falls back to
 ``select``; ``Fused.strategy`` names the strategy actually used.
+
+Cascades
+--------
+A :class:`Cascade` asks the candidate providers in waves, heaviest first, and
+stops as soon as the answers in hand make asking more pointless. The stop rule
+is two pure functions of scalars or numpy arrays (elementwise), so a
+vectorised replay can apply it to many records or genomes at once:
+
+- ``lead``: the pick's score minus the best score of a candidate that
+  disagrees with it (``sim < 0.5``), without the tie-break term, over the
+  answers in hand (:func:`lead_of`); under ``vote`` the leading answer group's
+  weight minus the runner-up group's (0 when there is none);
+- ``outstanding``: the summed weight of the candidates not asked yet (a
+  provider that failed counts as asked, with no answer);
+- ``total``: the summed weight of all candidates; ``heaviest``: the largest.
+
+:func:`decided` (``lead > outstanding + 1e-6 * heaviest``) means no answers of
+the outstanding providers can change the vote's pick; the ``1e-6`` slack
+covers the pick rule's tie-break term. :func:`margin_reached` (``stop_margin >
+0`` and ``lead >= stop_margin * total > 0``) is the recipe's own, heuristic
+stop. Under ``select`` nothing is ever decided while a provider is
+outstanding (a new text may agree with every other), so only the margin stops
+a ``select`` cascade early, and without a margin it asks everyone at once.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Final
+from typing import Final, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +62,11 @@ import numpy.typing as npt
 from alchemist.answers.recipes import STRATEGIES, Strategy
 
 TIE_BREAK: Final = 1e-6  # weight share of the 1e-6 * w term of the pick rule
+RIVAL_BELOW: Final = 0.5  # a candidate this dissimilar to the pick (or less) is its rival
+#: why a cascade stopped before asking every candidate
+Stop = Literal["decided", "margin"]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 _WORD = re.compile(r"\w+")
 
@@ -170,3 +198,114 @@ def _select_matrix(texts: Sequence[str]) -> npt.NDArray[np.float32]:
             inter = len(a & b)
             sim[i, j] = sim[j, i] = inter / (union - inter)
     return sim
+
+
+# ------------------------------------------------------------------------------ cascades
+
+def lead_of(sim: npt.NDArray[np.floating], weights: npt.ArrayLike) -> float:
+    """How far the pick of ``sim`` and ``weights`` is ahead of its strongest rival.
+
+    The pick's score minus the best score of a candidate whose similarity to
+    it is below 0.5, both without the tie-break term (the pick's score when
+    there is no rival). Under ``vote``: the leading group's weight minus the
+    runner-up group's.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.size == 0:
+        return 0.0
+    index, _, _ = pick(sim, w)
+    scores = sim @ w
+    rivals = scores[sim[index] < RIVAL_BELOW]
+    return float(scores[index] - (rivals.max() if rivals.size else 0.0))
+
+
+@overload
+def decided(lead: float, outstanding: float, heaviest: float) -> bool: ...
+@overload
+def decided(lead: FloatArray, outstanding: FloatArray | float,
+            heaviest: FloatArray | float) -> BoolArray: ...
+def decided(lead: FloatArray | float, outstanding: FloatArray | float,
+            heaviest: FloatArray | float) -> BoolArray | bool:
+    """Under ``vote``: can no answers of the outstanding providers change the pick?
+
+    True when ``lead > outstanding + TIE_BREAK * heaviest`` (see the module
+    docstring for the inputs; numpy arrays are compared elementwise).
+    """
+    return lead > outstanding + TIE_BREAK * heaviest
+
+
+@overload
+def margin_reached(lead: float, total: float, stop_margin: float) -> bool: ...
+@overload
+def margin_reached(lead: FloatArray, total: FloatArray | float,
+                   stop_margin: FloatArray | float) -> BoolArray: ...
+def margin_reached(lead: FloatArray | float, total: FloatArray | float,
+                   stop_margin: FloatArray | float) -> BoolArray | bool:
+    """Is the lead at least ``stop_margin`` of the total weight (a margin of 0 never stops)?"""
+    out = (np.greater(stop_margin, 0.0) & np.greater(lead, 0.0)
+           & np.greater_equal(lead, np.multiply(stop_margin, total)))
+    return bool(out) if np.ndim(out) == 0 else out
+
+
+@dataclass(frozen=True, slots=True)
+class Cascade:
+    """Which of a request's candidate providers to ask in which wave, and when to stop.
+
+    ``weights`` are the candidates' effective weights (the providers the
+    request would call all at once), in their configured order. ``order`` is
+    by weight, heaviest first (ties in configured order). Wave 1 asks the first
+    ``first_wave``; every later wave asks one more provider, the next by
+    weight: the fewest calls, at the price of one provider's latency per wave.
+    """
+
+    weights: Mapping[str, float]
+    first_wave: int
+    stop_margin: float = 0.0
+    strategy: Strategy = "vote"
+    order: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.first_wave < 1:
+            raise ValueError(f"A cascade's first wave asks at least 1 provider, "
+                             f"not {self.first_wave}.")
+        object.__setattr__(self, "order", tuple(sorted(self.weights,
+                                                       key=lambda p: -self.weights[p])))
+
+    @staticmethod
+    def plan(weights: Mapping[str, float], first_wave: int, stop_margin: float,
+             strategy: Strategy) -> Cascade | None:
+        """The cascade of a request, or None to ask every candidate at once.
+
+        At once: ``first_wave`` 0 or at least the number of candidates, and
+        ``select`` without a ``stop_margin`` (it would never stop early).
+        """
+        if first_wave <= 0 or first_wave >= len(weights):
+            return None
+        if strategy == "select" and stop_margin <= 0.0:
+            return None
+        return Cascade(weights, first_wave, stop_margin, strategy)
+
+    def waves(self) -> tuple[tuple[str, ...], ...]:
+        """The providers of each wave, in order."""
+        head, rest = self.order[:self.first_wave], self.order[self.first_wave:]
+        return (head, *((p,) for p in rest))
+
+    def outstanding(self, asked: Collection[str]) -> float:
+        """The summed weight of the candidates not in ``asked``."""
+        return float(sum(w for p, w in self.weights.items() if p not in asked))
+
+    def stop(self, answers: Sequence[Candidate], asked: Collection[str]) -> Stop | None:
+        """Whether to stop, with ``answers`` in hand from the providers ``asked`` so far.
+
+        ``asked`` includes those that failed; None: ask the next wave.
+        """
+        if not answers:
+            return None
+        sim = similarity_matrix(answers, self.strategy)
+        lead = lead_of(sim, [c.weight for c in answers])
+        values = self.weights.values()
+        if self.strategy == "vote" and decided(lead, self.outstanding(asked), max(values)):
+            return "decided"
+        if margin_reached(lead, float(sum(values)), self.stop_margin):
+            return "margin"
+        return None

@@ -37,9 +37,17 @@ class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_weight: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.05
     #: the share of requests that call every provider so ratings reach other answers
     explore: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    #: a cascade asks this many providers first, by effective weight, then one at a time until
+    #: the vote is decided (see :class:`alchemist.answers.fusion.Cascade`); 0: all at once
+    first_wave: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: a cascade also stops once the lead is at least this share of the total weight (0: only
+    #: when the outstanding weight cannot overturn it)
+    stop_margin: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
 
 
 DEFAULT_PARAMS = Params()
+#: the params a recipe document lists even at their defaults (older readers know only these)
+_ALWAYS_WRITTEN = ("min_weight", "explore")
 
 
 class RecipeError(ValueError):
@@ -101,6 +109,8 @@ class Recipe:
     weights: Mapping[str, Mapping[str, float]]
     min_weight: float = DEFAULT_PARAMS.min_weight
     explore: float = DEFAULT_PARAMS.explore
+    first_wave: int = DEFAULT_PARAMS.first_wave
+    stop_margin: float = DEFAULT_PARAMS.stop_margin
     parent: int | None = None
     created_at: float = field(default_factory=time.time)
     reason: str = "init"
@@ -136,7 +146,7 @@ class Recipe:
             "name": self.name, "version": self.version, "strategy": self.strategy,
             "answer": self.answer.to_dict(),
             "weights": {s: dict(row) for s, row in self.weights.items()},
-            "params": {"min_weight": self.min_weight, "explore": self.explore},
+            "params": self._params(),
             "created_at": self.created_at, "reason": self.reason,
             "n_ratings": self.n_ratings, "generation": self.generation,
         }
@@ -146,6 +156,16 @@ class Recipe:
         templates = {s: dict(row) for s, row in self.templates.items() if row}
         if templates:
             out["templates"] = templates
+        return out
+
+    def _params(self) -> dict[str, float]:
+        """The ``params`` map: the cascade's only when they differ from the defaults, so a
+        recipe without a cascade stays readable by a daemon that predates cascades."""
+        out: dict[str, float] = {}
+        for key in Params.__struct_fields__:
+            value = getattr(self, key)
+            if key in _ALWAYS_WRITTEN or value != getattr(DEFAULT_PARAMS, key):
+                out[key] = value
         return out
 
     @staticmethod
@@ -163,6 +183,7 @@ class Recipe:
         return Recipe(
             name=doc.name, version=doc.version, strategy=doc.strategy, answer=answer,
             weights=doc.weights, min_weight=doc.params.min_weight, explore=doc.params.explore,
+            first_wave=doc.params.first_wave, stop_margin=doc.params.stop_margin,
             parent=doc.parent,
             created_at=time.time() if doc.created_at is None else doc.created_at,
             reason=doc.reason, fitness=doc.fitness, baseline_fitness=doc.baseline_fitness,

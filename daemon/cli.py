@@ -190,6 +190,7 @@ async def cmd_recipe(args: argparse.Namespace) -> int:
                 weights=imported.weights, templates=imported.templates,
                 strategy=imported.strategy, answer=imported.answer,
                 min_weight=imported.min_weight, explore=imported.explore, reason="manual",
+                first_wave=imported.first_wave, stop_margin=imported.stop_margin,
                 fitness=None, baseline_fitness=None))
             print(f"recipe {new.name} is now v{new.version} (imported from {args.file})")
         return 0

@@ -76,6 +76,7 @@ class RecipeConfig(msgspec.Struct, frozen=True):
             fallback.setdefault(p, 1.0)
         return Recipe(name=self.name, version=1, strategy=self.strategy, answer=self.answer,
                       weights=weights, min_weight=self.min_weight, explore=self.explore,
+                      first_wave=self.params.first_wave, stop_margin=self.params.stop_margin,
                       reason="init", templates={s: dict(row) for s, row in self.templates.items()})
 
 

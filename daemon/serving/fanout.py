@@ -6,13 +6,23 @@ pass ``settled``: as soon as the answers in hand decide the outcome whatever
 the pending providers say, those are cancelled and reported as
 ``not_needed`` (an early answer, not a failure). Each provider has a circuit
 breaker (:mod:`alchemist.daemon.serving.breaker`) fed by the outcomes.
+
+:meth:`FanOut.run_waves` runs a cascade: one :meth:`FanOut.run` per wave,
+under the same deadline, until the caller's stop rule holds. A later wave is
+never started past the deadline, nor with less time left than its floor: the
+median latency of the wave's providers' last answered calls (the slowest
+one's), or a tenth of the request's time budget for a provider that has not
+answered yet. Providers of waves never started are not called (and not
+waited for).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +36,8 @@ from alchemist.daemon.telemetry.metrics import Metrics
 log = structlog.get_logger("alchemist.fanout")
 NOT_NEEDED = "not_needed"
 DEADLINE = "deadline"
+LATENCIES_KEPT = 32  # answered calls per provider whose latency sets a cascade's wave floor
+UNKNOWN_FLOOR = 0.1  # share of a request's time budget a wave needs when its latency is unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +48,16 @@ class Outcome:
     result: ChatResult | None = None
     error: str | None = None
     latency_ms: float = 0.0
+    #: the cascade wave it was asked in (1-based; all at once: 1)
+    wave: int = 1
 
 
 #: given the answers so far and the providers still pending, is the outcome decided?
 Settled = Callable[[Sequence[Outcome], Sequence[str]], bool]
+#: given every outcome so far (of providers asked: answered or failed), why stop (None: go on)
+StopRule = Callable[[Sequence[Outcome]], str | None]
+#: a provider set and its breakers, as one request started with them
+Pinned = tuple[Mapping[str, Provider], Mapping[str, Breaker]]
 
 
 class FanOut:
@@ -52,6 +70,8 @@ class FanOut:
         self.policy = policy or BreakerPolicy()
         self.breakers: dict[str, Breaker] = {}
         self.providers: Mapping[str, Provider] = {}
+        #: the latency (ms) of each provider's last answered calls, for the cascade's floor
+        self.latencies: dict[str, deque[float]] = {}
         self.replace(providers, self.policy)
 
     def replace(self, providers: Mapping[str, Provider], policy: BreakerPolicy) -> None:
@@ -74,6 +94,7 @@ class FanOut:
         self.providers = dict(providers)
         self.breakers = {name: kept.get(name) or Breaker(name, policy, on_change=self._changed)
                          for name in providers}
+        self.latencies = {name: self.latencies[name] for name in kept if name in self.latencies}
 
     def _changed(self, name: str, state: str) -> None:
         self.counts[f"breaker_{state}"] += 1
@@ -88,11 +109,13 @@ class FanOut:
         return allowed
 
     async def run(self, names: Sequence[str], chat: ChatRequest | Mapping[str, ChatRequest],
-                  deadline: float, *, settled: Settled | None = None) -> list[Outcome]:
+                  deadline: float, *, settled: Settled | None = None,
+                  pinned: Pinned | None = None) -> list[Outcome]:
         """Call ``names`` concurrently; outcomes come back in the order of ``names``.
 
         ``chat`` is the request for all of them, or a mapping giving each provider its own
-        (every name must be in it).
+        (every name must be in it). ``pinned``: the providers and breakers to use
+        (default: the current ones; a cascade keeps those it started with).
         """
         if isinstance(chat, ChatRequest):
             chats: Mapping[str, ChatRequest] = dict.fromkeys(names, chat)
@@ -103,7 +126,8 @@ class FanOut:
             chats = chat
         loop = asyncio.get_running_loop()
         started = loop.time()
-        providers, breakers = self.providers, self.breakers  # a reload mid-request changes neither
+        # a reload mid-request changes neither
+        providers, breakers = pinned or (self.providers, self.breakers)
         started_at = time.monotonic()  # the breakers' clock
 
         async def one(name: str) -> Outcome:
@@ -154,12 +178,64 @@ class FanOut:
                 breaker.abandon()
                 continue
             breaker.record(o.result is not None, now, started_at)
+            if o.result is not None:
+                self.latencies.setdefault(o.name, deque(maxlen=LATENCIES_KEPT)).append(
+                    o.latency_ms)
             if self.metrics is not None:
                 self.metrics.observe("alchemist_provider_latency_seconds", o.latency_ms / 1000,
                                      provider=o.name)
                 if o.error:
                     self.metrics.inc("alchemist_provider_failures_total", provider=o.name,
                                      error=o.error)
+
+
+    async def run_waves(self, waves: Sequence[Sequence[str]], chats: Mapping[str, ChatRequest],
+                        deadline: float, *, stop: StopRule,
+                        settled: Settled | None = None) -> tuple[list[Outcome], str]:
+        """Run a cascade: call ``waves`` one after another until ``stop`` holds.
+
+        Returns the outcomes of the providers asked, in the order asked, each
+        with its wave number, and why the cascade ended: ``stop``'s reason,
+        ``deadline`` (no time for the next wave, see the module docstring) or
+        ``exhausted`` (every wave was asked). ``settled`` is :meth:`run`'s, given
+        the providers of later waves among the pending ones (their weight is
+        outstanding too).
+        """
+        loop = asyncio.get_running_loop()
+        budget = max(0.0, deadline - loop.time())
+        pinned = (self.providers, self.breakers)  # one provider set for the whole cascade
+        out: list[Outcome] = []
+        ended, started = "exhausted", 0
+        try:
+            for started, wave in enumerate(waves, start=1):
+                if started > 1:
+                    reason = stop(out)
+                    if reason is None and deadline - loop.time() < self.floor(wave, budget):
+                        reason = DEADLINE
+                    if reason is not None:
+                        ended, started = reason, started - 1
+                        break
+                later = [p for w in waves[started:] for p in w]
+                before = list(out)
+                cut = None if settled is None else (
+                    lambda done, pending, b=before, rest=later: settled([*b, *done],
+                                                                        [*pending, *rest]))
+                outcomes = await self.run(wave, chats, deadline, settled=cut, pinned=pinned)
+                out += [dataclasses.replace(o, wave=started) for o in outcomes]
+        finally:  # admitted, maybe as a half-open breaker's one trial, but never called
+            for name in (p for w in waves[started:] for p in w):
+                if name in pinned[1]:
+                    pinned[1][name].abandon()
+        return out, ended
+
+    def floor(self, wave: Sequence[str], budget: float) -> float:
+        """The time (s) a wave needs left to start (see the module docstring)."""
+        need = 0.0
+        for name in wave:
+            recent = self.latencies.get(name)
+            need = max(need, statistics.median(recent) / 1000.0 if recent
+                       else UNKNOWN_FLOOR * budget)
+        return need
 
 
 def _outcome(name: str, task: asyncio.Task[Outcome]) -> Outcome:

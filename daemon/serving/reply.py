@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from alchemist.answers.extract import AnswerSpec, extract
-from alchemist.answers.fusion import Candidate, Fused
+from alchemist.answers.fusion import Candidate, Fused, decided
 from alchemist.answers.recipes import Recipe
 from alchemist.daemon.serving.fanout import DEADLINE, Outcome
 from alchemist.daemon.serving.wire import InferError
@@ -33,6 +33,8 @@ class Votes:
     def __init__(self, strategy: str, row: Mapping[str, float], spec: AnswerSpec) -> None:
         self.strategy, self.row, self.spec = strategy, row, spec
         self.keys: dict[str, str | None] = {}
+        #: the pick rule's tie-break can favour any provider of the row, asked or not
+        self.heaviest = max(row.values(), default=0.0)
 
     def key(self, o: Outcome) -> str | None:
         """The outcome's answer key (None: no answer, or none extracted)."""
@@ -40,8 +42,16 @@ class Votes:
             self.keys[o.name] = _key(extract(o.result.text, self.spec)) if o.result else None
         return self.keys[o.name]
 
+    def candidates(self, outcomes: Sequence[Outcome]) -> list[Candidate]:
+        """The answered outcomes as fusion candidates, in order."""
+        return [Candidate(o.name, o.result.text, self.key(o), self.row[o.name])
+                for o in outcomes if o.result is not None]
+
     def settled(self, done: Sequence[Outcome], pending: Sequence[str]) -> bool:
-        """Under vote: can the pending providers still change the winning answer?"""
+        """Under vote: can the pending providers no longer change the winning answer?
+
+        The rule is :func:`alchemist.answers.fusion.decided`'s (the cascade's).
+        """
         if self.strategy != "vote":
             return False
         groups: dict[str, float] = {}
@@ -52,8 +62,7 @@ class Votes:
         if not groups:
             return False
         top = [*sorted(groups.values(), reverse=True), 0.0]
-        lead = top[0] - top[1]
-        return lead > sum(self.row[p] for p in pending)
+        return decided(top[0] - top[1], sum(self.row[p] for p in pending), self.heaviest)
 
 
 def no_answer(outcomes: Sequence[Outcome], deadline_ms: int) -> InferError:
@@ -91,7 +100,7 @@ def _key(answer: str | None) -> str | None:
 
 def _status(o: Outcome, cand: Candidate | None, template: Template | None) -> dict[str, Any]:
     out: dict[str, Any] = {"name": o.name, "ok": o.result is not None,
-                           "latency_ms": round(o.latency_ms, 3)}
+                           "latency_ms": round(o.latency_ms, 3), "wave": o.wave}
     if o.error:
         out["error"] = o.error
     if cand is not None:
@@ -111,11 +120,13 @@ def _usage(answered: list[Outcome]) -> dict[str, Any]:
 
 def experience_of(request_id: str, recipe: Recipe, skill: str, strategy: str,
                   outcomes: list[Outcome], candidates: list[Candidate], sim: Any,
-                  served: str, propensity: float, templates: Mapping[str, Template]) -> Experience:
+                  served: str, propensity: float, templates: Mapping[str, Template],
+                  *, cascaded: bool = False) -> Experience:
     """The experience record of one request, for the learning loop's journal.
 
     One entry per provider called (in ``outcomes`` order): whether it answered,
-    its extracted answer, its cost and its template; ``sim`` (the candidates'
+    its extracted answer, its cost, its template and, when the request ran as
+    a cascade (``cascaded``), its wave; ``sim`` (the candidates'
     agreement matrix) is placed in the rows and columns of all providers called,
     1 on the diagonal of those that gave no answer. ``served`` names the provider
     whose answer was returned, ``propensity`` the probability it was served with.
@@ -136,4 +147,5 @@ def experience_of(request_id: str, recipe: Recipe, skill: str, strategy: str,
         propensity=propensity,
         cost=tuple(float(o.result.usage.cost or 0.0) if o.result else 0.0 for o in outcomes),
         templates=tuple(templates[n].name if n in templates else None for n in names),
+        waves=tuple(o.wave for o in outcomes) if cascaded else (),
     )

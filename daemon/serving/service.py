@@ -25,10 +25,10 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 
 from alchemist.adapters import ChatRequest, Provider
 from alchemist.answers.extract import AnswerSpec
-from alchemist.answers.fusion import Candidate, Fused, fuse
-from alchemist.answers.recipes import Recipe
+from alchemist.answers.fusion import Candidate, Cascade, Fused, fuse
+from alchemist.answers.recipes import Recipe, Strategy
 from alchemist.daemon.config import Config
-from alchemist.daemon.serving.fanout import FanOut
+from alchemist.daemon.serving.fanout import FanOut, Outcome
 from alchemist.daemon.serving.micro import EndpointMeter
 from alchemist.daemon.serving.reply import Votes, build_reply, experience_of, no_answer
 from alchemist.daemon.serving.wire import (
@@ -213,15 +213,42 @@ class InferenceService:
 
     # -- one request -------------------------------------------------------------------------
 
-    def _plan(self, recipe: Recipe, skill: str) -> tuple[list[str], dict[str, float]]:
-        """Which providers to call, with their weights (``explore`` sometimes calls all)."""
+    def _plan(self, recipe: Recipe, skill: str) -> tuple[list[str], dict[str, float], bool]:
+        """Which providers may be called, their weights, and whether this request explores
+        (``explore`` sometimes calls all, at once)."""
         row = recipe.row(skill, list(self.providers))
         chosen = [p for p, w in row.items() if w >= recipe.min_weight]
-        if recipe.explore > 0 and self.rng.random() < recipe.explore:
+        explores = recipe.explore > 0 and self.rng.random() < recipe.explore
+        if explores:
             chosen = list(row)
         if not chosen and row:
             chosen = [max(row, key=row.__getitem__)]
-        return self.fanout.admit(chosen), row
+        return self.fanout.admit(chosen), row, explores
+
+    async def _ask(self, recipe: Recipe, called: list[str], votes: Votes, explores: bool,
+                   chats: Mapping[str, ChatRequest], deadline: float
+                   ) -> tuple[list[Outcome], Cascade | None, str]:
+        """Call the providers: all at once, or in the waves of the recipe's cascade.
+
+        Returns the outcomes of those asked, the cascade (None: all at once)
+        and why the calls ended (see :meth:`FanOut.run_waves`; ``all`` at once).
+        An exploring request asks everyone at once, so the estimator keeps
+        seeing every provider's answers.
+        """
+        strategy: Strategy = "select" if recipe.strategy == "select" else "vote"
+        cascade = None if explores else Cascade.plan(
+            {p: votes.row[p] for p in called}, recipe.first_wave, recipe.stop_margin, strategy)
+        if cascade is None:
+            outcomes = await self.fanout.run(called, chats, deadline, settled=votes.settled)
+            return outcomes, None, "all"
+        plan = cascade
+
+        def stop(asked: Sequence[Outcome]) -> str | None:
+            return plan.stop(votes.candidates(asked), {o.name for o in asked})
+
+        outcomes, ended = await self.fanout.run_waves(plan.waves(), chats, deadline, stop=stop,
+                                                      settled=votes.settled)
+        return outcomes, cascade, ended
 
     def _templates(self, recipe: Recipe, skill: str, hinted: bool, spec: AnswerSpec,
                    called: Sequence[str]) -> dict[str, Template]:
@@ -279,7 +306,7 @@ class InferenceService:
         log.debug("infer_request", recipe=recipe.name, skill=skill,  # prompts only at debug
                   messages=[{"role": m.role, "content": m.content} for m in request.messages])
         spec = request.answer or recipe.answer
-        called, row = self._plan(recipe, skill)
+        called, row, explores = self._plan(recipe, skill)
         if not called:
             raise InferError("no_providers", "no providers are configured")
         deadline_ms = request.deadline_ms or self.cfg.service.default_deadline_ms
@@ -289,13 +316,11 @@ class InferenceService:
         chats = {p: dataclasses.replace(chat, messages=apply_template(request.messages, templates[p]))
                  if p in templates else chat for p in called}
         votes = Votes(recipe.strategy, row, spec)
-        outcomes = await self.fanout.run(called, chats, started + deadline_ms / 1000.0,
-                                         settled=votes.settled)
-        answered = [o for o in outcomes if o.result is not None]
-        if not answered:
+        outcomes, cascade, ended = await self._ask(recipe, called, votes, explores, chats,
+                                                   started + deadline_ms / 1000.0)
+        candidates = votes.candidates(outcomes)
+        if not candidates:
             raise no_answer(outcomes, deadline_ms)
-        candidates = [Candidate(o.name, o.result.text, votes.key(o), row[o.name])
-                      for o in answered if o.result is not None]
         fused = fuse(candidates, "select" if recipe.strategy == "select" else "vote")
         served, propensity = self._maybe_explore(candidates, fused, recipe.explore)
         reply = build_reply(request_id, recipe, fused, candidates, served, outcomes, templates,
@@ -305,9 +330,11 @@ class InferenceService:
                                     "weight": c.weight} for c in candidates]
         log.info("infer_ok", recipe=recipe.name, version=recipe.version, skill=skill,
                  provider=reply["provider"], confidence=reply["confidence"],
-                 latency_ms=reply["latency_ms"], called=len(called), answered=len(answered))
+                 latency_ms=reply["latency_ms"], called=len(outcomes), answered=len(candidates),
+                 waves=outcomes[-1].wave, ended=ended)
         exp = experience_of(request_id, recipe, skill, fused.strategy, outcomes, candidates,
-                          fused.sim, reply["provider"], propensity, templates)
+                            fused.sim, reply["provider"], propensity, templates,
+                            cascaded=cascade is not None)
         return reply, exp
 
     def _recipe(self, name: str) -> Recipe:

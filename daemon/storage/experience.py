@@ -49,6 +49,9 @@ class Experience:
     ts: float = field(default_factory=time.time)
     #: the template each provider of ``providers`` was asked with (``()`` or all None: none)
     templates: tuple[str | None, ...] = ()
+    #: the cascade wave (1-based) each provider of ``providers`` was asked in; ``()``: the
+    #: request asked every candidate at once (and records from before cascades)
+    waves: tuple[int, ...] = ()
 
     def sim_matrix(self) -> np.ndarray:
         m = len(self.providers)
@@ -61,6 +64,8 @@ class Experience:
                "pi": self.propensity, "c": list(self.cost), "ts": self.ts}
         if any(t is not None for t in self.templates):  # untemplated records stay as they were
             out["tp"] = list(self.templates)
+        if self.waves:  # so do records of requests that asked everyone at once
+            out["wv"] = list(self.waves)
         return out
 
     @staticmethod
@@ -69,7 +74,7 @@ class Experience:
             request_id=d["id"], recipe=d["r"], version=d["v"], skill=d["k"], strategy=d["st"],
             providers=tuple(d["p"]), answered=tuple(d["ok"]), answers=tuple(d["a"]),
             sim=tuple(d["sim"]), served=d["s"], propensity=d["pi"], cost=tuple(d["c"]),
-            ts=d["ts"], templates=tuple(d.get("tp") or ()))
+            ts=d["ts"], templates=tuple(d.get("tp") or ()), waves=tuple(d.get("wv") or ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,7 @@ class RecipeStore:
             return current.successor(weights=old.weights, templates=old.templates,
                                      strategy=old.strategy, answer=old.answer,
                                      min_weight=old.min_weight, explore=old.explore,
+                                     first_wave=old.first_wave, stop_margin=old.stop_margin,
                                      reason="rollback", fitness=None, baseline_fitness=None)
 
         return await self.write_new_version(name, make)
