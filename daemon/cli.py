@@ -144,7 +144,9 @@ def _show(recipe: Recipe) -> str:
     providers = sorted({p for row in recipe.weights.values() for p in row})
     lines = [f"recipe {recipe.name} v{recipe.version} ({recipe.reason}, strategy "
              f"{recipe.strategy}, answer {recipe.answer.kind}, min_weight {recipe.min_weight}, "
-             f"explore {recipe.explore})"]
+             f"explore {recipe.explore}"
+             + (f", first_wave {recipe.first_wave}, stop_margin {recipe.stop_margin}"
+                if recipe.first_wave else "") + ")"]
     if recipe.fitness is not None:
         lines.append(f"  fitness {recipe.fitness:.4f} vs incumbent "
                      f"{recipe.baseline_fitness or 0:.4f} on {recipe.n_ratings} ratings, "
