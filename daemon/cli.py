@@ -142,11 +142,10 @@ async def _with_store(args: argparse.Namespace, fn: Callable[[Any], Awaitable[in
 
 def _show(recipe: Recipe) -> str:
     providers = sorted({p for row in recipe.weights.values() for p in row})
-    lines = [f"recipe {recipe.name} v{recipe.version} ({recipe.reason}, strategy "
-             f"{recipe.strategy}, answer {recipe.answer.kind}, min_weight {recipe.min_weight}, "
-             f"explore {recipe.explore}"
-             + (f", first_wave {recipe.first_wave}, stop_margin {recipe.stop_margin}"
-                if recipe.first_wave else "") + ")"]
+    waves = f", first_wave {recipe.first_wave}, stop_margin {recipe.stop_margin}"
+    lines = [f"recipe {recipe.name} v{recipe.version} ({recipe.reason}, strategy {recipe.strategy}, "
+             f"answer {recipe.answer.kind}, min_weight {recipe.min_weight}, explore "
+             f"{recipe.explore}{waves if recipe.first_wave else ''})"]
     if recipe.fitness is not None:
         lines.append(f"  fitness {recipe.fitness:.4f} vs incumbent "
                      f"{recipe.baseline_fitness or 0:.4f} on {recipe.n_ratings} ratings, "
@@ -189,10 +188,9 @@ async def cmd_recipe(args: argparse.Namespace) -> int:
         elif args.action == "import":
             imported = Recipe.from_toml(Path(args.file).read_text())
             new = await store.write_new_version(imported.name, lambda cur: cur.successor(
-                weights=imported.weights, templates=imported.templates,
-                strategy=imported.strategy, answer=imported.answer,
-                min_weight=imported.min_weight, explore=imported.explore, reason="manual",
-                first_wave=imported.first_wave, stop_margin=imported.stop_margin,
+                weights=imported.weights, templates=imported.templates, strategy=imported.strategy,
+                answer=imported.answer, min_weight=imported.min_weight, explore=imported.explore,
+                first_wave=imported.first_wave, stop_margin=imported.stop_margin, reason="manual",
                 fitness=None, baseline_fitness=None))
             print(f"recipe {new.name} is now v{new.version} (imported from {args.file})")
         return 0
