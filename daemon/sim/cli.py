@@ -51,7 +51,8 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
                             latency=Latency(median_ms=args.latency_ms,
                                             tail="lognormal" if args.p99_ratio > 1 else "fixed",
                                             p99_ratio=max(1.0, args.p99_ratio)),
-                            failure_rate=args.failure_rate, explore=args.explore)
+                            failure_rate=args.failure_rate, explore=args.explore,
+                            lockstep=args.lockstep)
     items = ordered(replay, args.requests, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +179,9 @@ def add_sim_verbs(sub: Any) -> None:
                    help="share of replay calls that fail with HTTP 500")
     b.add_argument("--explore", type=float, default=0.0,
                    help="recipe explore share (serves runner-up answers on uncertain requests)")
+    b.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=True,
+                   help="pause at evidence boundaries until the daemon has learned, so a seed "
+                   "gives the same promotions however busy the machine is")
     b.add_argument("--verbose", action="store_true", help="daemon logs on stderr")
     b.set_defaults(fn=cmd_bench_replay)
 
