@@ -12,10 +12,13 @@ import pytest
 import structlog
 from nats.aio.client import Client
 
+from alchemist.adapters import ChatRequest, Message, ProviderSpec, build_provider, make_session
 from alchemist.answers.extract import AnswerSpec
 from alchemist.daemon.config import ConfigError, parse_config
 from alchemist.daemon.learning.snapshot import evidence, step_seed
 from alchemist.daemon.runtime.app import Daemon
+from alchemist.daemon.serving.fanout import FanOut
+from alchemist.daemon.serving.reply import Votes
 from alchemist.daemon.sim.fleet import specialist_fleet
 from alchemist.daemon.sim.harness import Harness, LoopSettings, ordered
 from alchemist.daemon.sim.replay import Latency
@@ -167,6 +170,29 @@ async def test_a_seed_gives_the_same_population_for_the_same_evidence(
     assert np.array_equal(population(one), population(two))
     assert np.array_equal(population(one), population(late))
     assert not np.array_equal(population(one), population(other))
+
+
+@pytest.mark.parametrize("slow", ["a", "c"])
+async def test_ordered_fan_out_records_the_same_answers_whoever_is_slow(
+        fake: FakeOpenAI, slow: str) -> None:
+    loop = asyncio.get_running_loop()
+    for m in "abc":
+        fake.set(m, Behaviour("slow", text="7", delay_s=0.3) if m == slow else Behaviour(text="7"))
+    async with make_session() as session:
+        providers = {m: build_provider(ProviderSpec(name=m, kind="openai", base_url=fake.base_url,
+                                                    model=m, max_retries=0), session)
+                     for m in "abc"}
+        votes = Votes("vote", dict.fromkeys("abc", 1.0), AnswerSpec.parse("number"))
+        chat = ChatRequest((Message("user", "q"),))
+        fanout = FanOut(providers)
+        fanout.ordered = True
+        outcomes = await fanout.run(list("abc"), chat, loop.time() + 5, settled=votes.settled)
+        for provider in providers.values():
+            await provider.aclose()
+    # a and b agreeing decide it (2 > the 1 still out): c's answer is dropped even when it
+    # came first, so the record is the same whoever was slow
+    assert [(o.name, o.result is not None, o.error) for o in outcomes] == [
+        ("a", True, None), ("b", True, None), ("c", False, "not_needed")]
 
 
 async def _specialists(seed: int, busy: bool) -> tuple[list[tuple[int, int]], float, float]:
