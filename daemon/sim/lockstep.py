@@ -16,7 +16,9 @@ What else the harness does for the same purpose: the service's explore draws
 come from a seeded RNG, the fan-out decides its early answer on prefixes of
 the providers (:attr:`FanOut.ordered`), and the evolver is seeded with the
 run's seed. Provider failures drawn by the replay server (``failure_rate``) and
-answers cut by the deadline still depend on timing.
+answers cut by the deadline still depend on timing, and so would evidence that
+arrives from elsewhere during the run (probe records); evidence in before the
+run (a golden set probed up front) is counted.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ class Lockstep:
         self.flags: list[bool] = []
         self.replies: dict[int, tuple[ReplayItem, dict[str, Any]]] = {}
         self.next = 0  # the next request to record, in request order
-        self.ratings = 0  # ratings published
-        self.at = 0  # the ratings the daemon had learned from at the last boundary
+        #: the recipe's evidence records: those in before the run (e.g. golden probe records),
+        #: then one per rating published
+        self.evidence = evolver.total(recipe)
+        self.at = self.evidence  # the evidence the daemon had settled at, at the last boundary
         current = recipes.get(recipe)
         self.version = current.version if current else 0
         #: (requests sent before it served, version) of every evolved recipe, in order
@@ -64,14 +68,14 @@ class Lockstep:
         before it has been learned from."""
         while True:
             boundary = (self.at // self.every + 1) * self.every
-            if self.ratings + sum(self.flags[self.next : i]) < boundary:
+            if self.evidence + sum(self.flags[self.next : i]) < boundary:
                 return
             async with self._moved:
                 await self._moved.wait_for(lambda: self.next >= i)
-            if self.ratings < boundary:
+            if self.evidence < boundary:
                 continue  # a request that was to be rated failed: the boundary comes later
-            await self.evolver.settled(self.recipe, self.ratings)
-            self.at = self.ratings
+            await self.evolver.settled(self.recipe, self.evidence)
+            self.at = self.evidence
             current = self.recipes.get(self.recipe)
             if current is not None and current.version != self.version:
                 self.version = current.version
@@ -85,6 +89,6 @@ class Lockstep:
             while self.next in self.replies:
                 item, reply = self.replies.pop(self.next)
                 if await self.record(item, reply, self.flags[self.next]):
-                    self.ratings += 1
+                    self.evidence += 1
                 self.next += 1
             self._moved.notify_all()
