@@ -205,7 +205,7 @@ class Harness:
         (in lockstep, pausing at evidence boundaries)."""
         sem = asyncio.Semaphore(self.s.concurrency)
         ticker = asyncio.create_task(self._tick(on_tick)) if on_tick else None
-        gate = self._lockstep()
+        gate = await self._lockstep()
 
         async def one(i: int, item: ReplayItem) -> None:
             try:
@@ -237,11 +237,15 @@ class Harness:
                 ticker.cancel()
                 on_tick(self.progress)  # type: ignore[misc]  # set whenever ticker is
 
-    def _lockstep(self) -> Lockstep | None:
-        """The gate of a lockstep run (None otherwise)."""
+    async def _lockstep(self) -> Lockstep | None:
+        """The gate of a lockstep run (None otherwise), once the daemon has indexed and
+        learned from all the evidence so far (probe records of a golden set asked first)."""
         d = self.daemon
-        if not self.s.lockstep or d is None or d.evolver is None or d.recipes is None:
+        if not self.s.lockstep or d is None or d.evolver is None or d.recipes is None \
+                or d.streams is None:
             return None
+        await d.streams.caught_up()
+        await d.evolver.settled("default", d.evolver.total("default"))  # and learned from it
         return Lockstep(d.evolver, d.recipes, d.cfg.evolver.min_new_ratings, self._record,
                         promotions=self.progress.promotions)
 
