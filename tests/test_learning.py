@@ -52,9 +52,9 @@ async def test_ratings_teach_the_recipe_whom_to_trust_per_skill() -> None:
     replay = skewed_replay(400, seed=1)
     spec = AnswerSpec.parse("json:answer")
     settings = LoopSettings(answer=spec, rated=0.8, noise=0.1, seed=3, concurrency=4,
-                            explore=0.05, evolver={"min_new_ratings": 15, "interval_s": 0.5,
-                                                   "min_ratings": 20, "population": 48,
-                                                   "generations": 20})
+                            explore=0.05, lockstep=True,
+                            evolver={"min_new_ratings": 15, "min_ratings": 20, "population": 48,
+                                     "generations": 20})
     items = ordered(replay, 1100, seed=3)
     async with Harness(replay, settings) as h:
         await h.drive(items)

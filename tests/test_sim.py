@@ -301,6 +301,21 @@ def test_users_are_a_seeded_pool() -> None:
         SimulatedUsers(1.0, 0.0, seed=0).rate(1.5)
 
 
+def test_users_decide_whether_apart_from_how() -> None:
+    # lockstep draws whether a request gets rated when it is sent, how once it is answered
+    a, b = SimulatedUsers(0.5, 0.1, seed=4), SimulatedUsers(0.5, 0.1, seed=4)
+    whether = [a.will_rate() for _ in range(200)]
+    seen = []
+    for _ in range(200):
+        rated = b.will_rate()
+        if rated:
+            b.judge(1.0)  # drawing how does not move the draws of whether
+        seen.append(rated)
+    assert whether == seen
+    assert 60 < sum(whether) < 140
+    assert [b.judge(0.3) for _ in range(50)] != [b.judge(0.3) for _ in range(50)]
+
+
 # ---------------------------------------------------------------- the report
 
 

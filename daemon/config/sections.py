@@ -133,8 +133,15 @@ class EvolverConfig(Section, frozen=True):
     enabled: bool = True
     population: Annotated[int, msgspec.Meta(ge=4, le=4096)] = learning.POPULATION
     generations: Annotated[int, msgspec.Meta(ge=1, le=1000)] = learning.GENERATIONS
+    #: a step is due at every ``min_new_ratings``-th evidence record (ratings and probe
+    #: records) of a recipe, and learns from exactly the records up to it, in stream order
     min_new_ratings: Annotated[int, msgspec.Meta(ge=1)] = 20
-    interval_s: Annotated[float, msgspec.Meta(ge=0.05)] = 30.0
+    #: 0: off. Otherwise a step also runs on the records in hand when no new one came for
+    #: this long: lower latency at low traffic, but what it learns from depends on timing
+    interval_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    #: the steps' randomness: None draws fresh entropy; an integer makes the step at the
+    #: n-th record of a recipe draw from (seed, recipe, n), whatever ran before it
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
     min_ratings: Annotated[int, msgspec.Meta(ge=1)] = learning.MIN_RECORDS
     holdout_share: Annotated[float, msgspec.Meta(ge=0.05, le=0.9)] = learning.HOLDOUT_SHARE
     margin: Unit = learning.MARGIN

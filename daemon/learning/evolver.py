@@ -1,19 +1,24 @@
-"""The evolver driver: when enough new ratings arrived, learn, and promote a winner.
+"""The evolver driver: at every ``evolver.min_new_ratings``-th evidence record, learn, and
+promote a winner.
 
-For each recipe this keeps a population of genomes (persisted under
-``<state>/evolver/<recipe>.npz``, so a restart resumes it). A step copies the
-rated records on the event loop; in a worker thread it turns them into a
-snapshot (:mod:`alchemist.daemon.learning.snapshot`) and runs the learning
-step (:class:`alchemist.optimizers.Policy`: evolve, challengers, templates,
-gate); back on the loop, a winner is written to the KV bucket with
-compare-and-set and announced, and the population is saved. How to learn is
-decided in ``optimizers/``; this module only moves data and decisions.
+A recipe's evidence is its rated records and every probe record, in the rated
+stream's order (the same on every instance, :attr:`ExperienceIndex.log`). The
+step at record ``n`` (a multiple of ``min_new_ratings``) learns from exactly
+the first ``n`` records; those that arrive while it runs wait for the next
+boundary, so a slower machine runs the same steps on the same evidence, only
+later. With ``evolver.seed``, that step draws from ``(seed, recipe, n)``
+whatever ran before (a restart too). ``evolver.interval_s`` (0: off) adds a
+step on the records in hand after that long without new evidence: lower
+latency at low traffic, but such a step depends on timing.
 
-Templates: the ``default`` recipe's genome (when its answers are extracted,
-not ``text``) also holds the template genes of the probe suites' catalog.
-Other recipes learn from the probes as they were asked. Probe answers, and
-the prober's template trials (extra asks with other templates, user
-``"probe-trial"``), measure the templates (:mod:`alchemist.optimizers.templates`).
+Per recipe, a population of genomes persists under ``<state>/evolver/<recipe>.npz``
+with the stream position it learned up to, so a restart resumes both. A step
+copies its records on the event loop; a worker thread turns them into a
+snapshot (:mod:`alchemist.daemon.learning.snapshot`, which also says how
+template genes are learned) and runs :class:`alchemist.optimizers.Policy`
+(evolve, challengers, templates, gate); back on the loop, a winner is written
+to the KV bucket with compare-and-set and announced, and the population saved.
+How to learn is decided in ``optimizers/``; this module only moves data and decisions.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from alchemist.daemon.learning.snapshot import (
     Templates,
     Weights,
     build_snapshot,
+    evidence,
     genome_of,
+    step_seed,
     templated,
     templates_of,
     weights_of,
@@ -52,6 +59,9 @@ from alchemist.optimizers.policy import Policy, PolicyParams, Verdict
 __all__ = ["Evolver", "build_snapshot", "genome_of", "templates_of"]
 
 log = structlog.get_logger("alchemist.evolver")
+#: boundaries a recipe's steps may fall behind its evidence before the evolver skips to the
+#: latest one (reproducibility gives way to keeping up; logged as ``evolver_behind``)
+MAX_BEHIND = 4
 
 
 @dataclass(slots=True)
@@ -63,8 +73,13 @@ class _State:
     providers: tuple[str, ...] = ()
     population: np.ndarray | None = None
     fitness: np.ndarray | None = None
+    #: the stream position (in evidence records) the last step started learns up to
     seen: int = 0
-    last_step: float = 0.0
+    #: ... and the one the last finished step (promotion included) learned up to
+    done: int = 0
+    #: the evidence count at the last check, and when it last changed (``interval_s``)
+    total: int = 0
+    changed: float = field(default_factory=time.monotonic)
     generation: int = 0
     seeds: np.random.SeedSequence = field(default_factory=np.random.SeedSequence)
     #: the template catalog the template genes were built from (JSON; "" for none)
@@ -77,6 +92,11 @@ class _Job:
 
     recipe: Recipe
     records: list[Rated]
+    #: the records' keys for the hold-out split (see :func:`evidence`)
+    keys: list[str]
+    #: the stream position the records end at (the step's identity under ``evolver.seed``)
+    upto: int
+    seeds: np.random.SeedSequence
     providers: tuple[str, ...]
     probe_weight: float
     settings: EvolverConfig
@@ -113,6 +133,8 @@ class Evolver:
         self._running: asyncio.Task[_Outcome] | None = None
         self._stop = threading.Event()  # ends a running PyGAD step early, at shutdown
         self._wake = asyncio.Event()
+        #: set (and replaced) at the end of every pass of the loop: :meth:`settled` waits on it
+        self._passed = asyncio.Event()
 
     def reload(self, cfg: Config, providers: Sequence[str]) -> None:
         """Take a reloaded config's providers, probe weight and evolver settings.
@@ -153,38 +175,75 @@ class Evolver:
 
     async def _loop(self) -> None:
         while True:
-            tick = min(0.1, self.ecfg.interval_s)  # a check is a counter comparison: cheap
+            interval = self.ecfg.interval_s
+            tick = min(0.1, interval) if interval > 0 else 0.1  # a check is a count comparison
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=tick)
             self._wake.clear()
-            if not (self.ecfg.enabled and self.providers):
-                continue
-            for name in list(self.recipes.current):
-                try:
-                    await self.maybe_step(name)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("evolver_step_failed", recipe=name)
+            if self.ecfg.enabled and self.providers:
+                for name in list(self.recipes.current):
+                    try:
+                        await self.maybe_step(name)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("evolver_step_failed", recipe=name)
+            passed, self._passed = self._passed, asyncio.Event()
+            passed.set()
 
-    def _due(self, st: _State, total: int) -> bool:
-        new = total - st.seen
-        if new <= 0:
-            return False
-        return (new >= self.ecfg.min_new_ratings
-                or time.monotonic() - st.last_step >= self.ecfg.interval_s)
+    def total(self, name: str) -> int:
+        """The recipe's evidence records so far: its ratings and every probe record, as the
+        rated stream's follower delivered them."""
+        return self.index.logged[name] + self.index.logged[PROBES_KEY]
+
+    def _next(self, st: _State, total: int) -> int:
+        """The stream position the next step learns up to (0: no step is due)."""
+        n = self.ecfg.min_new_ratings
+        boundary = (st.seen // n + 1) * n
+        if total >= boundary:
+            latest = total // n * n
+            if latest - boundary >= MAX_BEHIND * n:  # steps slower than evidence: keep up
+                log.warning("evolver_behind", skipped=(latest - boundary) // n, upto=latest)
+                return latest
+            return boundary
+        interval = self.ecfg.interval_s
+        if interval > 0 and total > st.seen and time.monotonic() - st.changed >= interval:
+            return total  # no new evidence for interval_s: learn from what is in hand
+        return 0
 
     async def maybe_step(self, name: str, *, force: bool = False) -> GateDecision | None:
-        """Run one evolution step for a recipe if enough new ratings arrived."""
+        """Run the recipe's next due step (``force``: one on every record in hand now)."""
         st = self.state.setdefault(name, _State())
-        total = self.index.rated_total[name] + self.index.rated_total[PROBES_KEY]
+        total = self.total(name)
+        if total != st.total:
+            st.total, st.changed = total, time.monotonic()
+        if total < st.seen:  # the stream lost records (limits, age): count from what it holds
+            st.seen = st.done = total // self.ecfg.min_new_ratings * self.ecfg.min_new_ratings
         recipe = self.recipes.get(name)
-        if recipe is None or not total or not (force or self._due(st, total)):
+        upto = total if force else self._next(st, total)
+        if recipe is None or not total or not upto:
             return None
         revision = self.recipes.revision(name)  # the promotion must not overwrite a newer write
-        job = _Job(recipe, list(self.index.rated_for(name)), self.providers, self.probe_weight,
-                   self.ecfg)
-        st.seen, st.last_step = total, time.monotonic()
+        seed = self.ecfg.seed
+        records, keys = evidence(list(self.index.streamed_for(name)), total, upto, seed, name)
+        job = _Job(recipe, records, keys, upto,
+                   st.seeds if seed is None else step_seed(seed, name, upto),
+                   self.providers, self.probe_weight, self.ecfg)
+        st.seen = upto
+        try:
+            return await self._run(name, st, job, revision)
+        except asyncio.CancelledError:
+            st.seen = st.done  # interrupted by shutdown: the step runs again after a restart
+            raise
+        except Exception:
+            st.done = max(st.done, upto)  # a failed step is not retried: nobody waits for it
+            raise
+        finally:
+            self._wake.set()
+
+    async def _run(self, name: str, st: _State, job: _Job, revision: int) -> GateDecision:
+        """Run the step in a worker thread, promote its winner, save the population."""
+        recipe = job.recipe
         self._stop.clear()
         self._running = asyncio.create_task(asyncio.to_thread(self._step, st, job),
                                             name=f"evolve-{name}")
@@ -196,10 +255,10 @@ class Evolver:
         self.counts["steps"] += 1
         self.counts["generations"] += job.settings.generations
         self.last_gate[name] = decision
-        log.info("evolver_step", recipe=name, generation=st.generation, ratings=len(job.records),
-                 best_fitness=round(out.verdict.best_fitness, 4), promote=decision.promote,
-                 gain=round(decision.diff, 4), stderr=round(decision.stderr, 4),
-                 reason=decision.reason)
+        log.info("evolver_step", recipe=name, generation=st.generation, records=len(job.records),
+                 upto=job.upto, best_fitness=round(out.verdict.best_fitness, 4),
+                 promote=decision.promote, gain=round(decision.diff, 4),
+                 stderr=round(decision.stderr, 4), reason=decision.reason)
         if decision.promote:
             new = recipe.successor(weights=out.weights, templates=out.templates, reason="evolved",
                                    fitness=round(decision.candidate, 6),
@@ -208,8 +267,40 @@ class Evolver:
             if await self.recipes.publish(new, expected_revision=revision):
                 self.counts["promotions"] += 1
                 _log_adopted(new, recipe.templates)
+        st.done = max(st.done, job.upto)
         await asyncio.to_thread(self._save, name, st)
         return decision
+
+    async def settled(self, name: str, records: int, timeout: float = 300.0) -> None:
+        """Wait until ``records`` evidence records of recipe ``name`` are indexed and every
+        step due by then has finished, its promotion (if any) in force.
+
+        For drivers that must not move on while a step runs (the bench's lockstep
+        mode). Raises :class:`TimeoutError` after ``timeout`` s, saying what is missing.
+        """
+        woken = False
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._settled(name, records):
+                    passed = self._passed
+                    if not woken and self.total(name) >= records:
+                        woken = True  # the records are in: check now, not at the next tick
+                        self._wake.set()
+                    await passed.wait()
+        except TimeoutError:
+            st = self.state.get(name, _State())
+            raise TimeoutError(f"evolver not settled at {records} records of {name!r} after "
+                               f"{timeout} s: {self.total(name)} indexed, steps done up to "
+                               f"{st.done}") from None
+
+    def _settled(self, name: str, records: int) -> bool:
+        if self.total(name) < records:
+            return False
+        if not (self.ecfg.enabled and self.providers) or self.recipes.get(name) is None:
+            return True
+        due = records // self.ecfg.min_new_ratings * self.ecfg.min_new_ratings
+        st = self.state.get(name)
+        return due == 0 or (st is not None and st.done >= due)
 
     def _step(self, st: _State, job: _Job) -> _Outcome:
         """Worker thread: snapshot, learning step. Touches no shared state but ``st``."""
@@ -225,7 +316,7 @@ class Evolver:
         # a population of other skills, providers or templates means something else now
         carried = (skills, providers, layout) == (st.skills, st.providers, st.layout)
         verdict = self.policy(recipe, job.settings).step(
-            incumbent, data, [r.key for r in records], st.seeds,
+            incumbent, data, job.keys, job.seeds,
             st.population if carried else None, st.fitness if carried else None)
         st.skills, st.providers, st.layout = skills, providers, layout
         st.population, st.fitness = verdict.population, verdict.fitness
@@ -249,7 +340,7 @@ class Evolver:
         tmp = self.dir / f".{name}.tmp.npz"
         np.savez(tmp, population=st.population, skills=np.asarray(st.skills),
                  providers=np.asarray(st.providers), generation=st.generation,
-                 layout=np.asarray(st.layout))
+                 layout=np.asarray(st.layout), seen=st.done)
         os.replace(tmp, self._path(name))
 
     def _load(self, name: str) -> _State:
@@ -259,6 +350,9 @@ class Evolver:
             return st
         try:
             with np.load(path) as z:
+                # where the finished steps got to in the stream: the next step is the next
+                # boundary's, whatever the providers
+                st.seen = st.done = int(z["seen"]) if "seen" in z else 0
                 if tuple(z["providers"].tolist()) == self.providers:
                     st.population = z["population"].astype(np.float64)
                     st.providers = self.providers
@@ -266,7 +360,7 @@ class Evolver:
                     st.generation = int(z["generation"])
                     st.layout = str(z["layout"]) if "layout" in z else ""
                     log.info("evolver_resumed", recipe=name, generation=st.generation,
-                             population=len(st.population))
+                             population=len(st.population), seen=st.seen)
         except (OSError, KeyError, ValueError) as exc:
             log.warning("evolver_state_unreadable", recipe=name, error=type(exc).__name__)
         return st

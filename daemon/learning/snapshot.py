@@ -10,10 +10,15 @@ genome holds one template gene per skill with templates and provider (option
 0: no template, ``i``: the ``i``-th name). A probe record says which template
 each provider was asked with; :func:`~alchemist.optimizers.templates.with_templates`
 decides what counts for the weights and what only for the templates.
+Only the ``default`` recipe evolves template genes (:func:`templated`); other
+recipes learn from the probes as they were asked. Probe answers, and the
+prober's template trials (extra asks with other templates, user
+``"probe-trial"``), measure the templates.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -23,11 +28,34 @@ from alchemist.daemon.storage.experience import TRIAL_USER, Rated
 from alchemist.optimizers.data import Snapshot
 from alchemist.optimizers.templates import TemplateGenes, with_templates
 
-__all__ = ["build_snapshot", "genome_of", "option", "template_genes", "templated",
-           "templates_of", "weights_of"]
+__all__ = ["build_snapshot", "evidence", "genome_of", "option", "step_seed", "template_genes",
+           "templated", "templates_of", "weights_of"]
 
 Weights = dict[str, dict[str, float]]
 Templates = dict[str, dict[str, str]]
+
+
+def evidence(held: Sequence[Rated], total: int, upto: int, seed: int | None,
+             recipe: str) -> tuple[list[Rated], list[str]]:
+    """A step's records, the first ``upto`` of a recipe's evidence stream, and their keys.
+
+    ``held`` are the records a bounded index still holds, in stream order: the
+    last ``len(held)`` of the ``total`` so far. The keys decide the hold-out
+    split: a record's own key (request id and user) differs from run to run;
+    with a ``seed`` it is ``seed:recipe:position`` instead, so the same evidence
+    is split the same way in every run.
+    """
+    first = total - len(held)  # the stream position of held[0]
+    records = list(held[: max(0, upto - first)])
+    if seed is None:
+        return records, [r.key for r in records]
+    return records, [f"{seed}:{recipe}:{first + i}" for i in range(len(records))]
+
+
+def step_seed(seed: int, recipe: str, upto: int) -> np.random.SeedSequence:
+    """The randomness of the recipe's step on its first ``upto`` evidence records: the same
+    whatever ran before it (a restart included)."""
+    return np.random.SeedSequence([seed, zlib.crc32(recipe.encode()), upto])
 
 
 def template_genes(skills: Sequence[str], providers: Sequence[str],

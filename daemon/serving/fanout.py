@@ -4,7 +4,11 @@ One slow or failing provider never cancels the others; at the deadline the
 calls still running are cancelled and reported as ``deadline``. A caller may
 pass ``settled``: as soon as the answers in hand decide the outcome whatever
 the pending providers say, those are cancelled and reported as
-``not_needed`` (an early answer, not a failure). Each provider has a circuit
+``not_needed`` (an early answer, not a failure). With :attr:`FanOut.ordered`
+(the bench's lockstep mode), ``settled`` is asked only of the answers of a
+prefix of the providers, in the order given, and the answers after the first
+prefix that settles are dropped even when they came: what is recorded then
+depends on the answers, not on which came first. Each provider has a circuit
 breaker (:mod:`alchemist.daemon.serving.breaker`) fed by the outcomes.
 
 :meth:`FanOut.run_waves` runs a cascade: one :meth:`FanOut.run` per wave,
@@ -70,6 +74,8 @@ class FanOut:
         self.policy = policy or BreakerPolicy()
         self.breakers: dict[str, Breaker] = {}
         self.providers: Mapping[str, Provider] = {}
+        #: decide ``settled`` on prefixes of the providers only (reproducible records)
+        self.ordered = False
         #: the latency (ms) of each provider's last answered calls, for the cascade's floor
         self.latencies: dict[str, deque[float]] = {}
         self.replace(providers, self.policy)
@@ -152,11 +158,10 @@ class FanOut:
                 for name, task in tasks.items():
                     if task in finished:
                         done[name] = _outcome(name, task)
-                if pending and settled is not None:
-                    waiting = [n for n, t in tasks.items() if t in pending]
-                    if settled(list(done.values()), waiting):
-                        cut = NOT_NEEDED
-                        break
+                if settled is not None and (pending or self.ordered) \
+                        and self._settles(names, done, settled):
+                    cut = NOT_NEEDED
+                    break
         finally:  # at the deadline, on an early answer, or when the request is cancelled
             left = [t for t in tasks.values() if not t.done()]
             for task in left:
@@ -167,6 +172,20 @@ class FanOut:
         out = [done.get(name) or Outcome(name, error=cut, latency_ms=waited_ms) for name in names]
         self._feed(out, breakers, started_at)
         return out
+
+    def _settles(self, names: Sequence[str], done: dict[str, Outcome], settled: Settled) -> bool:
+        """Whether the answers in hand decide the outcome (under :attr:`ordered`: the first
+        prefix of ``names`` that does is complete, and the answers after it are dropped)."""
+        if not self.ordered:
+            return settled(list(done.values()), [n for n in names if n not in done])
+        for k in range(1, len(names)):
+            if names[k - 1] not in done:
+                return False
+            if settled([done[n] for n in names[:k]], names[k:]):
+                for name in names[k:]:
+                    done.pop(name, None)
+                return True
+        return False
 
     def _feed(self, outcomes: Sequence[Outcome], breakers: Mapping[str, Breaker],
               started_at: float) -> None:

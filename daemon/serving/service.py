@@ -307,6 +307,9 @@ class InferenceService:
                   messages=[{"role": m.role, "content": m.content} for m in request.messages])
         spec = request.answer or recipe.answer
         called, row, explores = self._plan(recipe, skill)
+        # the explore draw, taken now (in arrival order, like _plan's): with a seeded ``rng``
+        # it does not depend on which request finishes first
+        draw = self.rng.random()
         if not called:
             raise InferError("no_providers", "no providers are configured")
         deadline_ms = request.deadline_ms or self.cfg.service.default_deadline_ms
@@ -322,7 +325,7 @@ class InferenceService:
         if not candidates:
             raise no_answer(outcomes, deadline_ms)
         fused = fuse(candidates, "select" if recipe.strategy == "select" else "vote")
-        served, propensity = self._maybe_explore(candidates, fused, recipe.explore)
+        served, propensity = self._maybe_explore(candidates, fused, recipe.explore, draw)
         reply = build_reply(request_id, recipe, fused, candidates, served, outcomes, templates,
                              (loop.time() - started) * 1000.0)
         if request.include_candidates:
@@ -346,13 +349,14 @@ class InferenceService:
                              f"known recipes: {known}")
         return recipe
 
-    def _maybe_explore(self, candidates: list[Candidate], fused: Fused,
-                       explore: float) -> tuple[int, float]:
+    def _maybe_explore(self, candidates: list[Candidate], fused: Fused, explore: float,
+                       draw: float) -> tuple[int, float]:
         """Sometimes serve the runner-up answer, so ratings reach answers the recipe would not pick.
 
         Only uncertain requests explore (the winner holds less than
         ``EXPLORE_BELOW`` of the weight): a near-unanimous answer is not worth
-        risking. Returns the served index and the probability it was served with.
+        risking. ``draw`` is a uniform draw in [0, 1). Returns the served index and the
+        probability it was served with.
         """
         pick, sim = fused.index, fused.sim
         if explore <= 0 or fused.confidence >= EXPLORE_BELOW:
@@ -361,7 +365,7 @@ class InferenceService:
                   if sim[pick][i] < 0.5 and candidates[i].answer is not None]
         if not rivals:
             return pick, 1.0
-        if self.rng.random() < explore:
+        if draw < explore:
             return max(rivals, key=lambda i: fused.scores[i]), explore
         return pick, 1.0 - explore
 

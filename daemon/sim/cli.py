@@ -59,7 +59,8 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
                             latency=Latency(median_ms=args.latency_ms,
                                             tail="lognormal" if args.p99_ratio > 1 else "fixed",
                                             p99_ratio=max(1.0, args.p99_ratio)),
-                            failure_rate=args.failure_rate, explore=args.explore)
+                            failure_rate=args.failure_rate, explore=args.explore,
+                            lockstep=args.lockstep)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     golden = choose_golden(replay, args.golden, args.seed, spec) if args.golden else []
@@ -194,6 +195,9 @@ def add_sim_verbs(sub: Any) -> None:
                    help="share of replay calls that fail with HTTP 500")
     b.add_argument("--explore", type=float, default=0.0,
                    help="recipe explore share (serves runner-up answers on uncertain requests)")
+    b.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=True,
+                   help="pause at evidence boundaries until the daemon has learned, so a seed "
+                   "gives the same promotions however busy the machine is")
     b.add_argument("--golden", type=int, default=0, metavar="N",
                    help="take N prompts (by the seed, spread over skills) as a golden set the "
                    "prober asks every provider once; they are not served nor scored")

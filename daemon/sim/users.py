@@ -34,7 +34,10 @@ def _unit(name: str, value: float) -> float:
 class SimulatedUsers:
     """A pool of ``n_users`` users who rate a share ``rated`` of answers, flipping ``noise``.
 
-    Deterministic given ``seed`` and the sequence of scores rated.
+    Deterministic given ``seed`` and the sequence of calls. Whether an answer is
+    rated (:meth:`will_rate`) and how (:meth:`judge`) come from two separate
+    streams, so a driver can know which requests will be rated before their
+    answers are in (the bench's lockstep mode).
     """
 
     def __init__(self, rated: float, noise: float, seed: int, n_users: int = 50) -> None:
@@ -44,16 +47,24 @@ class SimulatedUsers:
             raise ValueError(f"n_users must be an integer >= 1, got {n_users!r}")
         width = len(str(n_users - 1))
         self.users: tuple[str, ...] = tuple(f"sim-user-{i:0{width}d}" for i in range(n_users))
-        self._rng = random.Random(seed)
+        self._whether = random.Random(f"{seed}:whether")
+        self._how = random.Random(f"{seed}:how")
 
-    def rate(self, score: float) -> Rating | None:
-        """The rating of an answer with this recorded score, or None if the user doesn't rate."""
+    def will_rate(self) -> bool:
+        """Whether the next answer gets rated (one draw per answer, rated or not)."""
+        return self._whether.random() < self.rated
+
+    def judge(self, score: float) -> Rating:
+        """The rating a user gives an answer with this recorded score."""
         score = _unit("score", score)
-        rng = self._rng
-        if rng.random() >= self.rated:
-            return None
+        rng = self._how
         # a right/wrong score decides; a judge preference is a probability of up
         up = score >= 0.5 if score in (0.0, 1.0) else rng.random() < score
         if rng.random() < self.noise:
             up = not up
         return Rating(1 if up else -1, rng.choice(self.users))
+
+    def rate(self, score: float) -> Rating | None:
+        """The rating of an answer with this recorded score, or None if the user doesn't rate."""
+        score = _unit("score", score)
+        return self.judge(score) if self.will_rate() else None

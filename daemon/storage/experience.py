@@ -149,6 +149,13 @@ class ExperienceIndex:
         self.rated = BoundedMap(limit)
         #: rated records ever added, per recipe (only grows, unlike the bounded map)
         self.rated_total: Counter[str] = Counter()
+        #: the rated records in the rated stream's order, as its follower delivers them (a
+        #: record this instance rated is in ``rated`` as soon as it is durable, and joins this
+        #: log when the follower reaches it); the order every instance sees, which the evolver
+        #: learns in
+        self.log = BoundedMap(limit)
+        #: records ever logged, per recipe (``PROBES_KEY`` for probe records)
+        self.logged: Counter[str] = Counter()
 
     def add_experience(self, exp: Experience) -> None:
         self.experiences.put(exp.request_id, exp)
@@ -162,6 +169,19 @@ class ExperienceIndex:
         if added:
             self.rated_total[rec.experience.recipe] += 1
         return added
+
+    def add_streamed(self, rec: Rated) -> None:
+        """A rated record as the stream's follower delivers it (in stream order)."""
+        self.add_rated(rec)
+        rec = self.rated.get(rec.key, rec)  # one object per record: the log only orders them
+        if self.log.put(rec.key, rec):
+            self.logged[rec.experience.recipe] += 1
+
+    def streamed_for(self, recipe: str) -> Iterator[Rated]:
+        """:meth:`rated_for` in the rated stream's order, of the records the follower delivered."""
+        for rec in self.log.values():
+            if rec.experience.recipe == recipe or rec.truth is not None:
+                yield rec
 
     def has_rating(self, key: str) -> bool:
         return key in self.rated

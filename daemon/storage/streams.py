@@ -89,7 +89,7 @@ class Streams:
         async def on_rated(msg: Msg) -> None:
             self._seen[self.rated_stream] = msg.metadata.sequence.stream
             try:
-                self.index.add_rated(Rated.from_wire(unpack(msg.data)))
+                self.index.add_streamed(Rated.from_wire(unpack(msg.data)))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("rated_unreadable", error=type(exc).__name__)
 
