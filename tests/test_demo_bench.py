@@ -80,3 +80,16 @@ def test_demo_runs_headless_and_serves(capsys: pytest.CaptureFixture[str]) -> No
     counts = [int(ln.split("requests ")[1].split()[0]) for ln in lines]
     assert counts == sorted(counts) and counts[-1] > 20
     assert "served" in out.splitlines()[-1]
+
+
+def test_bench_replay_runs_a_cascade(tmp_path: Path) -> None:
+    data = tmp_path / "fleet.jsonl"
+    write_replay(data, 60)
+    args = ["bench", "replay", "--dataset", str(data), "--answer", "json:answer",
+            "--requests", "60", "--seed", "2"]
+    assert main([*args, "--out", str(tmp_path / "all")]) == 0
+    assert main([*args, "--first-wave", "2", "--out", str(tmp_path / "waves")]) == 0
+    everyone = check_report(tmp_path / "all", 60)
+    waves = check_report(tmp_path / "waves", 60)
+    called = waves["mean_providers_called"]
+    assert isinstance(called, float) and 2.0 <= called < everyone["mean_providers_called"]  # type: ignore[operator]

@@ -60,6 +60,7 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
                                             tail="lognormal" if args.p99_ratio > 1 else "fixed",
                                             p99_ratio=max(1.0, args.p99_ratio)),
                             failure_rate=args.failure_rate, explore=args.explore,
+                            first_wave=args.first_wave, stop_margin=args.stop_margin,
                             lockstep=args.lockstep)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -195,6 +196,11 @@ def add_sim_verbs(sub: Any) -> None:
                    help="share of replay calls that fail with HTTP 500")
     b.add_argument("--explore", type=float, default=0.0,
                    help="recipe explore share (serves runner-up answers on uncertain requests)")
+    b.add_argument("--first-wave", type=int, default=0, metavar="K",
+                   help="cascade: ask the K heaviest providers first, more only while the vote "
+                   "is open (0: everyone at once)")
+    b.add_argument("--stop-margin", type=float, default=0.0,
+                   help="cascade: also stop once the lead is this share of the total weight")
     b.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=True,
                    help="pause at evidence boundaries until the daemon has learned, so a seed "
                    "gives the same promotions however busy the machine is")

@@ -53,6 +53,8 @@ class LoopSettings:
     failure_rate: float | Mapping[str, float] = 0.0
     explore: float = DEFAULT_PARAMS.explore
     min_weight: float = DEFAULT_PARAMS.min_weight
+    first_wave: int = DEFAULT_PARAMS.first_wave
+    stop_margin: float = DEFAULT_PARAMS.stop_margin
     deadline_ms: int = 10_000
     evolver: Mapping[str, Any] = field(default_factory=dict)
     #: pause at evidence boundaries until the daemon has learned (see :mod:`.lockstep`)
@@ -121,7 +123,9 @@ class Harness:
                            "max_retries": 0, "timeout_s": 30.0} for m in self.replay.models],
             "recipes": {"default": {"strategy": self.s.strategy, "answer": self.s.answer.to_dict(),
                                     "params": {"explore": self.s.explore,
-                                               "min_weight": self.s.min_weight}}},
+                                               "min_weight": self.s.min_weight,
+                                               "first_wave": self.s.first_wave,
+                                               "stop_margin": self.s.stop_margin}}},
             "evolver": evolver,
             "probes": dict(self.s.probes),
         }, "<simulation>")
