@@ -20,8 +20,11 @@ mean ``mean``::
 and the test promotes once ``mean > mu0`` and ``log L_n >= log(1/alpha)``. Weighted
 records count with their Kish effective size; ``s2`` is the plug-in sample
 variance (the usual practice; it makes the bound approximate for small ``n``,
-which ``min_records`` guards). ``tau`` sets which gains the test is quickest to
-see; the default, :data:`TAU`, is a gain of two points of accuracy.
+which ``min_records`` guards), taken over the records plus two pseudo-records
+with gains +1 and -1: gains are rare, large events (a pick right where the other
+was wrong), and a few dozen records in which none happened say little. ``tau``
+sets which gains the test is quickest to see; the default, :data:`TAU`, is a gain
+of two points of accuracy.
 
 The price of validity under continuous monitoring is a higher bar at any one
 look: about ``sqrt(2 log(1/alpha) + log(n tau^2 / s2))`` standard errors instead of
@@ -33,18 +36,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from alchemist.optimizers.data import FloatArray
 
 __all__ = ["TAU", "Evidence", "alpha_of", "evidence"]
 
 #: the mixture's standard deviation: gains of about this size are detected soonest
 TAU = 0.02
-_MIN_VAR = 1e-6  # gains lie in [-1, 1]: below this, every record gained alike
+_PSEUDO = np.array([1.0, -1.0])
+_MIN_VAR = 1e-6  # a floor for the per-record variance (gains lie in [-1, 1])
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """The test's state after the records seen: mean gain, its standard error, ``log Λ``."""
+    """The test's state after the records seen: the observed mean gain, the standard
+    error the test uses (pseudo-records included), the effective size, ``log L``."""
 
     diff: float
     stderr: float
@@ -71,18 +78,25 @@ def evidence(d: FloatArray, w: FloatArray, margin: float, tau: float = TAU, *,
     total = float(w.sum())
     if total <= 0.0:
         return Evidence(0.0, 0.0, 0.0, 0.0)
+    observed = float(d @ w / total) + extra[0]
+    # two pseudo-records, gains +1 and -1, of a record's mean weight: until the evidence
+    # is large, a run of records that all gained alike (a cost saving where no pick's
+    # accuracy differed yet) cannot look certain; their pull fades as records accrue
+    pseudo = total / len(w)
+    d = np.concatenate([d, _PSEUDO])
+    w = np.concatenate([w, [pseudo, pseudo]])
+    total += 2.0 * pseudo
     n_eff = total * total / float(w @ w)
     mean = float(d @ w / total)
     var_mean = (float(((d - mean) ** 2) @ w / total) / max(n_eff - 1.0, 1.0)) + extra[1]
     diff = mean + extra[0]
     stderr = math.sqrt(var_mean)
-    var = var_mean * n_eff  # per record, as the mixture formula counts it
     if diff <= margin:
-        return Evidence(diff, stderr, n_eff, 0.0)
-    var = max(var, _MIN_VAR)  # the same gain on every record: overwhelming, not infinite
+        return Evidence(observed, stderr, n_eff, 0.0)
+    var = max(var_mean * n_eff, _MIN_VAR)  # per record, as the mixture formula counts it
     t2 = tau * tau
     spread = var + n_eff * t2
     log_lr = 0.5 * math.log(var / spread) + (n_eff * n_eff * t2 * (diff - margin) ** 2
                                              / (2.0 * var * spread))
-    return Evidence(diff, stderr, n_eff, log_lr)
+    return Evidence(observed, stderr, n_eff, log_lr)
 

@@ -47,6 +47,17 @@ def test_a_real_gain_is_found_and_more_evidence_only_helps() -> None:
     assert not evidence(-d, w, 0.005).passes(0.005, ALPHA)     # a loss never passes
 
 
+def test_a_few_records_that_all_gained_alike_are_not_proof() -> None:
+    """A cheaper recipe whose picks matched on 30 records gains its cost saving on each:
+    zero variance, but nothing yet says its accuracy holds (found in a bench run, where
+    such a promotion cost 2 points). Thousands of such records do say it."""
+    saving = 0.0125
+    few = evidence(np.full(30, saving), np.ones(30), 0.005)
+    many = evidence(np.full(3000, saving), np.ones(3000), 0.005)
+    assert few.diff == pytest.approx(saving) and not few.passes(0.005, ALPHA)
+    assert many.passes(0.005, ALPHA)
+
+
 def test_weights_count_by_their_effective_size() -> None:
     d = np.array([1.0, 0.0, 1.0, 0.0] * 50)
     heavy = evidence(d, np.full(200, 3.0), 0.0)
