@@ -23,8 +23,8 @@ variance (the usual practice; it makes the bound approximate for small ``n``,
 which ``min_records`` guards), taken over the records plus two pseudo-records
 with gains +1 and -1: gains are rare, large events (a pick right where the other
 was wrong), and a few dozen records in which none happened say little. ``tau``
-sets which gains the test is quickest to see; the default, :data:`TAU`, is a gain
-of two points of accuracy.
+sets which gains the test is quickest to see; :data:`TAUS` averages four scales, from
+one point of accuracy to thirty, so neither a small gain nor a large one waits long.
 
 The price of validity under continuous monitoring is a higher bar at any one
 look: about ``sqrt(2 log(1/alpha) + log(n tau^2 / s2))`` standard errors instead of
@@ -40,10 +40,11 @@ import numpy as np
 
 from alchemist.optimizers.data import FloatArray
 
-__all__ = ["TAU", "Evidence", "alpha_of", "evidence"]
+__all__ = ["TAUS", "Evidence", "alpha_of", "evidence"]
 
-#: the mixture's standard deviation: gains of about this size are detected soonest
-TAU = 0.02
+#: the mixture's scales: a gain of about each size is seen soonest by its part of the mixture;
+#: averaging them costs at most log(4) of evidence against the best single scale
+TAUS = (0.01, 0.03, 0.1, 0.3)
 _PSEUDO = np.array([1.0, -1.0])
 _MIN_VAR = 1e-6  # a floor for the per-record variance (gains lie in [-1, 1])
 
@@ -68,9 +69,11 @@ def alpha_of(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def evidence(d: FloatArray, w: FloatArray, margin: float, tau: float = TAU, *,
+def evidence(d: FloatArray, w: FloatArray, margin: float, taus: tuple[float, ...] = TAUS, *,
              extra: tuple[float, float] = (0.0, 0.0)) -> Evidence:
     """The mixture SPRT's evidence that the weighted mean of ``d`` exceeds ``margin``.
+
+    ``taus``: the mixture's scales; the ratio is their average (still a test martingale).
 
     ``extra``: a further gain and the variance of its estimate (the template genes'
     part, measured on probe answers) added to the mean and to its variance.
@@ -94,9 +97,14 @@ def evidence(d: FloatArray, w: FloatArray, margin: float, tau: float = TAU, *,
     if diff <= margin:
         return Evidence(observed, stderr, n_eff, 0.0)
     var = max(var_mean * n_eff, _MIN_VAR)  # per record, as the mixture formula counts it
-    t2 = tau * tau
-    spread = var + n_eff * t2
-    log_lr = 0.5 * math.log(var / spread) + (n_eff * n_eff * t2 * (diff - margin) ** 2
-                                             / (2.0 * var * spread))
+    logs = [_log_lr(var, n_eff, diff - margin, tau) for tau in taus]
+    top = max(logs)  # the mean of the mixtures' ratios, in logs
+    log_lr = top + math.log(sum(math.exp(x - top) for x in logs) / len(logs))
     return Evidence(observed, stderr, n_eff, log_lr)
+
+
+def _log_lr(var: float, n: float, gap: float, tau: float) -> float:
+    t2 = tau * tau
+    spread = var + n * t2
+    return 0.5 * math.log(var / spread) + n * n * t2 * gap * gap / (2.0 * var * spread)
 
