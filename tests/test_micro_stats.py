@@ -40,7 +40,14 @@ async def test_stats_count_requests_errors_and_the_time_the_work_took(
         "bad_request"]
     # the requests ran side by side: metering the work did not serialize them
     assert fake.peak_in_flight["a"] > 1
+    # a request is metered when its work ends, which is after its reply (the experience
+    # record is journaled then): wait for the last ones
     endpoint = await stats(nc)
+    for _ in range(100):
+        if endpoint["num_requests"] == good + bad:
+            break
+        await asyncio.sleep(0.05)
+        endpoint = await stats(nc)
     assert endpoint["num_requests"] == good + bad
     assert endpoint["num_errors"] == bad
     assert str(endpoint["last_error"]).split(":")[0] in {"unknown_recipe", "bad_request"}
