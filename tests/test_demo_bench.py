@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from alchemist.daemon.cli import main
-from alchemist.daemon.sim.fleet import make_fleet
 from tests.conftest import BENCH_DIR
-
-REPORT_KEYS = {"served_score_all", "served_score_last_half", "best_single", "plurality_vote",
-               "oracle", "mean_providers_called", "recipes_promoted", "ratings_sent", "curve"}
-
-
-def write_replay(path: Path, n: int) -> None:
-    """A replay file in the shared format, from the simulated fleet."""
-    with path.open("w") as f:
-        for item in make_fleet(n, seed=5).replay.items:
-            f.write(json.dumps({
-                "id": item.id, "skill": item.skill, "gold": item.gold,
-                "messages": [{"role": m.role, "content": m.content} for m in item.messages],
-                "answers": {k: {"text": a.text, "score": a.score} for k, a in item.answers.items()},
-            }) + "\n")
-
-
-def check_report(out: Path, requests: int) -> dict[str, object]:
-    report: dict[str, object] = json.loads((out / "report.json").read_text())
-    assert set(report) >= REPORT_KEYS
-    assert report["requests"] == requests
-    assert 0 <= report["served_score_all"] <= 100  # type: ignore[operator]
-    assert report["oracle"] >= report["best_single"]["score"]  # type: ignore[index, operator]
-    curve = report["curve"]
-    assert len(curve["x"]) == len(curve["served"]) == len(curve["best_single"])  # type: ignore[index, arg-type]
-    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return report
+from tests.scenarios import check_report, write_replay
 
 
 def test_bench_replay_writes_a_well_formed_report(tmp_path: Path,

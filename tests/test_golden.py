@@ -17,7 +17,7 @@ from alchemist.daemon.sim.harness import ordered
 from alchemist.daemon.sim.replay import load_replay
 from alchemist.probes.golden import MAX_LISTED, GoldenError, import_golden
 from alchemist.probes.suites import load_suite, load_suites, render
-from tests.test_demo_bench import check_report, write_replay
+from tests.scenarios import check_report, write_replay
 
 GOOD: list[dict[str, Any]] = [
     {"prompt": "What is 6 times 7?", "gold": 42, "skill": "math", "answer": "number", "id": "mul"},

@@ -12,22 +12,12 @@ import pytest
 from alchemist.optimizers.data import Snapshot
 from alchemist.optimizers.evolve import NumpyOptimizer, Optimizer, PygadOptimizer, StepResult
 from alchemist.optimizers.fitness import FitnessParams, effective_weights, fitness, skill_counts
-from alchemist.optimizers.synthetic import synthetic_snapshot
+from tests.scenarios import ACCURACY, PROVIDERS, SKILLS, experience
 
-SKILLS = ("*", "math", "code")
-PROVIDERS = ("A", "B", "C")
-ACCURACY = [[0.65, 0.65, 0.6], [0.9, 0.4, 0.6], [0.4, 0.9, 0.6]]
 FLIPPED = [[0.65, 0.65, 0.6], [0.4, 0.9, 0.6], [0.9, 0.4, 0.6]]
 PARAMS = FitnessParams()
 
 Factory = Callable[..., Optimizer]
-
-
-def experience(accuracy: list[list[float]] = ACCURACY, n: int = 2000, seed: int = 1) -> Snapshot:
-    """Synthetic rated experience for the A/B/C math/code scenario."""
-    return synthetic_snapshot(
-        accuracy, n, np.random.default_rng(seed), skills=SKILLS, providers=PROVIDERS
-    )
 
 
 def uniform_population(size: int = 24, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from alchemist.optimizers.fitness import FitnessParams
 from alchemist.optimizers.policy import Policy, PolicyParams, Verdict
 from alchemist.optimizers.synthetic import synthetic_snapshot
-from tests.test_optimizers_evolve import ACCURACY, PROVIDERS, SKILLS, experience
+from tests.scenarios import ACCURACY, PROVIDERS, SKILLS, experience
 
 PARAMS = PolicyParams(FitnessParams(), population=12, generations=4, min_records=30)
 EQUAL = np.full(len(SKILLS) * len(PROVIDERS), 0.5)  # the incumbent: every provider alike

@@ -12,7 +12,7 @@ from alchemist.optimizers.gate import crossfit_gate, fold_of
 from alchemist.optimizers.policy import Policy, PolicyParams
 from alchemist.optimizers.sequential import alpha_of, evidence
 from alchemist.optimizers.synthetic import synthetic_snapshot
-from tests.test_optimizers_evolve import PROVIDERS, SKILLS
+from tests.scenarios import PROVIDERS, SKILLS
 
 ALPHA = alpha_of(2.33)
 LOOKS = range(20, 1001, 20)  # the evidence grows; the test looks each time

@@ -4,40 +4,15 @@ from __future__ import annotations
 
 import json
 import random
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
 
 from alchemist.daemon.learning.prober import COST_SLOT_S, Budget, accuracy_table
-from alchemist.probes.suites import load_suites
 from tests.conftest import DaemonFactory, infer, until
 from tests.fakes import Behaviour, FakeOpenAI
-
-SUITES = Path(__file__).resolve().parents[1] / "probes" / "suites"
-
-
-def expected_answers() -> dict[str, tuple[str, str]]:
-    """prompt -> (skill, a right answer text) for the arithmetic and code-output suites."""
-    out = {}
-    for name, skill in (("arithmetic", "math"), ("code_output", "code")):
-        for probe in tomllib.loads((SUITES / f"{name}.toml").read_text())["probes"]:
-            out[probe["prompt"]] = (skill, str(probe["check"]["expected"]))
-    return out
-
-
-def specialist(strong: str) -> Any:
-    """A fake provider that is right on one skill and wrong on every other, whatever the template."""
-    answers = expected_answers()
-
-    def answer(messages: list[dict[str, Any]]) -> str:
-        content = messages[-1]["content"]  # the probe's prompt, maybe with a template's suffix
-        prompt = next((p for p in answers if content.startswith(p)), "")
-        skill, right = answers.get(prompt, ("?", "0"))
-        return right if skill == strong else "'nope'" if skill == "code" else "-1"
-    return answer
+from tests.scenarios import math_and_code, specialist
 
 
 @pytest.fixture
@@ -46,10 +21,6 @@ def two_specialists(fake: FakeOpenAI) -> FakeOpenAI:
     fake.set("coder", Behaviour(text=specialist("code")))
     fake.set("broken", Behaviour(kind="error", status=500))
     return fake
-
-
-def math_and_code() -> list[Any]:
-    return [s for s in load_suites() if s.name in ("arithmetic", "code_output")]
 
 
 async def test_probes_map_each_providers_strengths(daemon_factory: DaemonFactory, nc: Client,

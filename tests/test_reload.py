@@ -17,7 +17,7 @@ from alchemist.daemon.storage.broker import connect
 from alchemist.daemon.storage.recipe_store import bucket_name
 from tests.conftest import DaemonFactory, infer, make_config, until
 from tests.fakes import Behaviour, FakeOpenAI
-from tests.test_prober import math_and_code, specialist
+from tests.scenarios import math_and_code, specialist
 
 
 def restart_warnings(logs: list[dict[str, Any]]) -> list[list[str]]:

@@ -10,7 +10,7 @@ import pytest
 
 from alchemist.daemon.cli import main
 from alchemist.daemon.sim.report import PLOT_EXTRA_HINT, write_plot
-from tests.test_demo_bench import write_replay
+from tests.scenarios import write_replay
 
 HINT = f"curve.png not written: {PLOT_EXTRA_HINT}"
 
