@@ -20,7 +20,7 @@ import tomli_w
 from alchemist.answers.extract import AnswerSpec
 from alchemist.schema import SchemaError, convert
 
-Reason = Literal["init", "evolved", "rollback", "manual"]
+Reason = Literal["init", "evolved", "calibrated", "rollback", "manual"]
 #: how the answers are fused (see :mod:`alchemist.answers.fusion`, which imports it from here)
 Strategy = Literal["vote", "select"]
 STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)

@@ -149,6 +149,10 @@ class EvolverConfig(Section, frozen=True):
     noise: Annotated[float, msgspec.Meta(ge=0.0, le=0.49)] = learning.NOISE
     cost_weight: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = learning.COST_WEIGHT
     shrink_k: Annotated[float, msgspec.Meta(ge=0.0)] = learning.SHRINK_K
+    #: 0: off. N: once a recipe's evidence holds N ground-truth records (golden sets,
+    #: probes), promote once, without the gate, the recipe fitted on them
+    #: (:mod:`alchemist.optimizers.calibrate`): the operator's decision to trust them
+    calibrate: Annotated[int, msgspec.Meta(ge=0)] = 0
     user_cap: Annotated[int, msgspec.Meta(ge=1)] = 200
     user_window_s: Annotated[float, msgspec.Meta(ge=1.0)] = 3600.0
 

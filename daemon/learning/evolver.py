@@ -26,12 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import structlog
@@ -49,9 +47,12 @@ from alchemist.daemon.learning.snapshot import (
     templates_of,
     weights_of,
 )
+from alchemist.daemon.learning.state import State as _State
+from alchemist.daemon.learning.state import load_state, save_state
 from alchemist.daemon.storage.experience import PROBES_KEY, ExperienceIndex, Rated
 from alchemist.daemon.storage.recipe_store import RecipeStore
 from alchemist.daemon.tasks import cancel
+from alchemist.optimizers.calibrate import Calibration, calibrate, truth_records
 from alchemist.optimizers.fitness import FitnessParams
 from alchemist.optimizers.gate import GateDecision
 from alchemist.optimizers.policy import Policy, PolicyParams, Verdict
@@ -62,28 +63,6 @@ log = structlog.get_logger("alchemist.evolver")
 #: boundaries a recipe's steps may fall behind its evidence before the evolver skips to the
 #: latest one (reproducibility gives way to keeping up; logged as ``evolver_behind``)
 MAX_BEHIND = 4
-
-
-@dataclass(slots=True)
-class _State:
-    """What the evolver carries between steps for one recipe."""
-
-    skills: tuple[str, ...] = (FALLBACK,)
-    #: the providers the population's genes are for
-    providers: tuple[str, ...] = ()
-    population: np.ndarray | None = None
-    fitness: np.ndarray | None = None
-    #: the stream position (in evidence records) the last step started learns up to
-    seen: int = 0
-    #: ... and the one the last finished step (promotion included) learned up to
-    done: int = 0
-    #: the evidence count at the last check, and when it last changed (``interval_s``)
-    total: int = 0
-    changed: float = field(default_factory=time.monotonic)
-    generation: int = 0
-    seeds: np.random.SeedSequence = field(default_factory=np.random.SeedSequence)
-    #: the template catalog the template genes were built from (JSON; "" for none)
-    layout: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +88,8 @@ class _Outcome:
     verdict: Verdict
     weights: Weights
     templates: Templates
+    #: the fitted recipe when the step calibrated (it replaces the verdict's candidate)
+    calibration: Calibration | None = None
 
 
 class Evolver:
@@ -251,6 +232,8 @@ class Evolver:
         # close() waits for the running step before it saves
         out = await asyncio.shield(self._running)
         self._running = None
+        if out.calibration is not None:
+            return await self._calibrated(name, st, job, revision, out)
         decision = out.verdict.decision
         self.counts["steps"] += 1
         self.counts["generations"] += job.settings.generations
@@ -267,6 +250,30 @@ class Evolver:
             if await self.recipes.publish(new, expected_revision=revision):
                 self.counts["promotions"] += 1
                 _log_adopted(new, recipe.templates)
+        st.done = max(st.done, job.upto)
+        await asyncio.to_thread(self._save, name, st)
+        return decision
+
+    async def _calibrated(self, name: str, st: _State, job: _Job, revision: int,
+                          out: _Outcome) -> GateDecision:
+        """Promote the recipe fitted on the ground-truth records, ungated (``evolver.calibrate``)."""
+        fitted = out.calibration
+        assert fitted is not None
+        reason = (f"calibrated on {fitted.n} ground-truth records (evolver.calibrate; not "
+                  f"gated): {100 * fitted.score:.1f} % on them at {fitted.calls:.2f} calls")
+        decision = GateDecision(True, fitted.score, 0.0, 0.0, 0.0, fitted.n, reason)
+        self.counts["steps"] += 1
+        self.last_gate[name] = decision
+        margin = job.recipe.stop_margin if fitted.stop_margin is None else fitted.stop_margin
+        new = job.recipe.successor(weights=out.weights, stop_margin=margin, reason="calibrated",
+                                   fitness=round(fitted.score, 6), n_ratings=len(job.records),
+                                   generation=st.generation)
+        if await self.recipes.publish(new, expected_revision=revision):
+            self.counts["promotions"] += 1
+            st.calibrated = True
+        log.info("evolver_calibrated", recipe=name, version=new.version, records=fitted.n,
+                 score=round(fitted.score, 4), calls=round(fitted.calls, 2),
+                 stop_margin=margin, published=st.calibrated)
         st.done = max(st.done, job.upto)
         await asyncio.to_thread(self._save, name, st)
         return decision
@@ -323,6 +330,11 @@ class Evolver:
         st.generation += job.settings.generations
         evolved = {skills[i] for i in data.templates.skill} if data.templates is not None else set()
         kept = {s: dict(row) for s, row in recipe.templates.items() if s not in evolved}
+        due = job.settings.calibrate
+        if due and not st.calibrated and int(truth_records(data).sum()) >= due:
+            fitted = calibrate(data, self.params(recipe, job.settings), recipe.first_wave)
+            return _Outcome(verdict, weights_of(fitted.weights, skills, providers),
+                            {s: dict(row) for s, row in recipe.templates.items()}, fitted)
         return _Outcome(verdict, weights_of(verdict.weights, skills, providers),
                         kept | templates_of(verdict.genome, data, self.catalog))
 
@@ -330,40 +342,11 @@ class Evolver:
         """Check for due steps now (used by tests and after bursts of ratings)."""
         self._wake.set()
 
-    def _path(self, name: str) -> Path:
-        return self.dir / f"{name}.npz"
-
     def _save(self, name: str, st: _State) -> None:
-        if st.population is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{name}.tmp.npz"
-        np.savez(tmp, population=st.population, skills=np.asarray(st.skills),
-                 providers=np.asarray(st.providers), generation=st.generation,
-                 layout=np.asarray(st.layout), seen=st.done)
-        os.replace(tmp, self._path(name))
+        save_state(self.dir, name, st)
 
     def _load(self, name: str) -> _State:
-        st = _State()
-        path = self._path(name)
-        if not path.exists():
-            return st
-        try:
-            with np.load(path) as z:
-                # where the finished steps got to in the stream: the next step is the next
-                # boundary's, whatever the providers
-                st.seen = st.done = int(z["seen"]) if "seen" in z else 0
-                if tuple(z["providers"].tolist()) == self.providers:
-                    st.population = z["population"].astype(np.float64)
-                    st.providers = self.providers
-                    st.skills = tuple(z["skills"].tolist())
-                    st.generation = int(z["generation"])
-                    st.layout = str(z["layout"]) if "layout" in z else ""
-                    log.info("evolver_resumed", recipe=name, generation=st.generation,
-                             population=len(st.population), seen=st.seen)
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("evolver_state_unreadable", recipe=name, error=type(exc).__name__)
-        return st
+        return load_state(self.dir, name, self.providers)
 
     async def close(self) -> None:
         """Stop stepping (a running step ends within a generation), then save every population."""

@@ -61,7 +61,8 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
                                             p99_ratio=max(1.0, args.p99_ratio)),
                             failure_rate=args.failure_rate, explore=args.explore,
                             first_wave=args.first_wave, stop_margin=args.stop_margin,
-                            lockstep=args.lockstep)
+                            lockstep=args.lockstep,
+                            evolver={"calibrate": args.calibrate} if args.calibrate else {})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     golden = choose_golden(replay, args.golden, args.seed, spec) if args.golden else []
@@ -78,7 +79,7 @@ async def cmd_bench_replay(args: argparse.Namespace) -> int:
         if golden:
             await await_golden(h)
         await h.drive(items, on_tick=lambda p: _progress_line(p, len(items)))
-        promoted = sum(1 for r in h.progress.versions if r.reason == "evolved")
+        promoted = sum(1 for r in h.progress.versions if r.reason in ("evolved", "calibrated"))
         final = h.daemon.recipes.get("default") if h.daemon and h.daemon.recipes else None
         golden_calls = h.daemon.prober.counts["golden_calls"] if h.daemon and h.daemon.prober else 0
     sys.stderr.write("\n")
@@ -207,6 +208,9 @@ def add_sim_verbs(sub: Any) -> None:
     b.add_argument("--golden", type=int, default=0, metavar="N",
                    help="take N prompts (by the seed, spread over skills) as a golden set the "
                    "prober asks every provider once; they are not served nor scored")
+    b.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="evolver.calibrate: once N ground-truth records (the golden set's) are "
+                   "in, promote the recipe fitted on them, ungated (0: off)")
     b.add_argument("--verbose", action="store_true", help="daemon logs on stderr")
     b.set_defaults(fn=cmd_bench_replay)
 
