@@ -127,8 +127,11 @@ class Policy:
         flat = np.full(len(data.skills), _NO_SHRINK)  # genomes are compared as served
         held_out = gate(best, incumbent, test, p.fitness, margin=p.margin, z=z,
                         min_records=p.min_records, counts=flat)
+        # texts are scored with qualities from the tested fold alone: two halves, not five
+        # fifths, so each half's qualities rest on as many ratings as its fit does
+        folds = 2 if p.fitness.strategy == "select" else 5
         crossfit, genome = crossfit_gate(self._agreement_fit(agreement), incumbent, data, keys,
-                                         p.fitness, margin=p.margin, z=z,
+                                         p.fitness, folds=folds, margin=p.margin, z=z,
                                          min_records=p.min_records, counts=flat)
         decisions, genomes = [held_out, crossfit], np.stack([best, genome])
         pick = max(range(2), key=lambda i: (decisions[i].promote, decisions[i].log_lr,

@@ -133,7 +133,8 @@ class Evolver:
         """How the recipe's genomes are decoded and scored (``settings``: the current ones)."""
         e = settings or self.ecfg
         return FitnessParams(min_weight=recipe.min_weight, cost_weight=e.cost_weight,
-                             shrink_k=e.shrink_k, noise=e.noise)
+                             shrink_k=e.shrink_k, noise=e.noise,
+                             strategy="select" if recipe.strategy == "select" else "vote")
 
     def policy(self, recipe: Recipe, settings: EvolverConfig | None = None) -> Policy:
         """The learning step for a recipe, with the evolver's settings (``settings``: the
@@ -331,7 +332,8 @@ class Evolver:
         evolved = {skills[i] for i in data.templates.skill} if data.templates is not None else set()
         kept = {s: dict(row) for s, row in recipe.templates.items() if s not in evolved}
         due = job.settings.calibrate
-        if due and not st.calibrated and int(truth_records(data).sum()) >= due:
+        if due and recipe.strategy == "vote" and not st.calibrated \
+                and int(truth_records(data).sum()) >= due:
             fitted = calibrate(data, self.params(recipe, job.settings), recipe.first_wave)
             return _Outcome(verdict, weights_of(fitted.weights, skills, providers),
                             {s: dict(row) for s, row in recipe.templates.items()}, fitted)

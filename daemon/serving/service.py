@@ -351,7 +351,8 @@ class InferenceService:
 
     def _maybe_explore(self, candidates: list[Candidate], fused: Fused, explore: float,
                        draw: float) -> tuple[int, float]:
-        """Sometimes serve the runner-up answer, so ratings reach answers the recipe would not pick.
+        """Sometimes serve another answer, so ratings reach answers the recipe would not pick:
+        under ``vote`` the runner-up group, under ``select`` a rival text drawn uniformly.
 
         Only uncertain requests explore (the winner holds less than
         ``EXPLORE_BELOW`` of the weight): a near-unanimous answer is not worth
@@ -365,9 +366,14 @@ class InferenceService:
                   if sim[pick][i] < 0.5 and candidates[i].answer is not None]
         if not rivals:
             return pick, 1.0
-        if draw < explore:
-            return max(rivals, key=lambda i: fused.scores[i]), explore
-        return pick, 1.0 - explore
+        if draw >= explore:
+            return pick, 1.0 - explore
+        if fused.strategy == "select":
+            # texts: any rival, uniformly; the runner-up by consensus is consensus again, and
+            # a text unlike all the others would never be served, rated or learned about
+            return rivals[min(int(draw / explore * len(rivals)), len(rivals) - 1)], \
+                explore / len(rivals)
+        return max(rivals, key=lambda i: fused.scores[i]), explore
 
 
 def _described(exc: InferError) -> str:
