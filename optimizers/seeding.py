@@ -85,11 +85,10 @@ def _quality_weights(data: Snapshot, params: FitnessParams) -> FloatArray:
     quality = np.clip(text_quality(data, params.noise), 0.0, None)
     top = quality.max(axis=1, keepdims=True)
     base = np.where(top > 0, quality / np.where(top > 0, top, 1.0), 1.0)
-    options = np.stack([base ** p for p in _SHARPNESS])
-    if data.n_records == 0:
-        return options[0]
-    scores = Replay(data, params).fitness(options.reshape(len(_SHARPNESS), -1))
-    best: FloatArray = options[int(np.argmax(scores))]
+    options: FloatArray = np.stack([base ** p for p in _SHARPNESS])
+    pick = 0 if data.n_records == 0 else int(np.argmax(
+        Replay(data, params).fitness(options.reshape(len(_SHARPNESS), -1))))
+    best: FloatArray = options[pick]
     return best
 
 
