@@ -69,7 +69,8 @@ def report(args: argparse.Namespace, raw: Path, ok: int, errors: int, cpu: float
     """The profile as text: CPU per request, then the top functions."""
     self_t, cum_t, total = parse_raw(raw.read_text())
     us = 1e6 * cpu / max(1, ok)
-    head = (f"daemon ({args.event_loop}), {args.scenario}, {args.concurrency} requesters, {args.seconds:g} s: "
+    head = (f"daemon ({args.event_loop}), {args.scenario}, {args.concurrency} requesters, "
+            f"{args.seconds:g} s: "
             f"{ok} requests ({ok / args.seconds:.0f}/s), {errors} errors, "
             f"CPU {us:.0f} us per request; {total} samples")
     return "\n".join([head, table("self time (top)", self_t, total, us, args.top),
