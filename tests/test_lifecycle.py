@@ -103,6 +103,8 @@ async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: Embed
     # at debug level (and only there) the prompt itself is logged
     assert any(e.get("event") == "infer_request" and "6*7?" in json.dumps(e) for e in events)
     assert any(e.get("event") == "stopped" for e in events)
+    # the default event loop, with signals, reload and notify running on it
+    assert next(e for e in events if e.get("event") == "ready")["event_loop"] == "uvloop"
 
 
 async def test_reload_hands_each_component_its_part(daemon_factory: DaemonFactory,

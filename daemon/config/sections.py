@@ -90,6 +90,9 @@ class ServiceConfig(Section, frozen=True):
     max_payload: Annotated[int, msgspec.Meta(ge=1024, le=64 << 20)] = 1 << 20
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0.1, le=600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: the daemon's event loop: "uvloop" (falls back to "asyncio", with a warning, where
+    #: uvloop cannot be imported) or "asyncio"; read at start only
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     def __post_init__(self) -> None:
         if not _SUBJECT_TOKEN.match(self.subject_prefix):

@@ -35,6 +35,7 @@ from alchemist.daemon.config import Config, load_config
 from alchemist.daemon.learning.evolver import Evolver
 from alchemist.daemon.learning.feedback import FeedbackConsumer
 from alchemist.daemon.learning.prober import Prober
+from alchemist.daemon.runtime.launch import loop_name
 from alchemist.daemon.runtime.notify import Notifier
 from alchemist.daemon.runtime.reload import (
     adapters,
@@ -177,7 +178,7 @@ class Daemon:
                                                        cfg.metrics.port)
             log.info("metrics_serving", url=f"http://{cfg.metrics.host}:"
                      f"{bound_port(self._metrics_runner)}/metrics")
-        log.info("ready", url=redact_url(self.url), subject=subject,
+        log.info("ready", url=redact_url(self.url), subject=subject, event_loop=loop_name(),
                  providers=list(self.providers), recipes=sorted(self.recipes.current)
                  if self.recipes else [], state_dir=str(cfg.state_dir))
 
