@@ -38,8 +38,11 @@ def summarize(results: dict[str, Any], max_records: int) -> dict[str, Any]:
     if full is None:  # too few ratings to fill the rated map: the experiences alone
         full = _first(samples, lambda s: s.get("index_experiences", 0) >= max_records)
         full_what = "experiences only (the rated map never filled)"
+    total = results["samples"][-1]["requests"] if samples else 0
+    loaded = [s for s in samples if s["requests"] >= 0.1 * total]  # past the warm-up
     out: dict[str, Any] = {"fds": _span(samples, "fds"), "tasks": _span(samples, "tasks"),
-                           "requests": results["samples"][-1]["requests"] if samples else 0}
+                           "fds_after_10pct": _span(loaded, "fds"),
+                           "tasks_after_10pct": _span(loaded, "tasks"), "requests": total}
     end = samples[-1] if samples else None
     if full is not None and end is not None:
         after = [s["rss_mb"] for s in samples if s["requests"] >= full["requests"]]
@@ -55,6 +58,9 @@ def summarize(results: dict[str, Any], max_records: int) -> dict[str, Any]:
     out["codes"] = dict(codes.most_common())
     out["by_kind"] = results["outcomes"]
     out["ratings"] = results["ratings"]
+    # the daemon's own count of what became of them (alchemist_ratings_total)
+    out["daemon_ratings"] = {k.removeprefix("ratings_"): v for k, v in (end or {}).items()
+                             if k.startswith("ratings_") and k != "ratings_acked"}
     last_cpu = end.get("cpu_s") if end else None
     if last_cpu and out["requests"]:
         out["cpu_ms_per_request"] = round(1000 * last_cpu / out["requests"], 3)
@@ -91,7 +97,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"RSS per held record while filling: {rec['kb_per_record']} KB "
               f"({rec['from_mb']} -> {rec['to_mb']} MB over {rec['from_records']:.0f} -> "
               f"{rec['to_records']:.0f} records)")
-    for key in ("fds", "tasks"):
+    for key in ("fds", "tasks", "fds_after_10pct", "tasks_after_10pct"):
         s = summary[key]
         print(f"{key}: first {s['first']}, last {s['last']}, max {s['max']}")
     if "cpu_ms_per_request" in summary:
@@ -99,7 +105,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"outcomes: {summary['codes']}")
     for kind, codes in sorted(summary["by_kind"].items()):
         print(f"  {kind:16} {codes}")
-    print(f"ratings: {summary['ratings']}")
+    print(f"ratings sent: {summary['ratings']}; the daemon's outcomes: "
+          f"{summary['daemon_ratings']}")
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
