@@ -94,6 +94,8 @@ DOCUMENTED = {
     "alchemist_weight": ("gauge", ("recipe", "skill", "provider")),
     "alchemist_inflight_requests": ("gauge", ()),
     "alchemist_breaker_open": ("gauge", ("provider",)),
+    "alchemist_event_loop_tasks": ("gauge", ()),
+    "alchemist_experience_records": ("gauge", ("kind",)),
 }
 
 
@@ -116,6 +118,8 @@ def filled() -> Metrics:
     m.dec("alchemist_inflight_requests")
     m.set("alchemist_breaker_open", 1, provider="local-llama")
     m.set("alchemist_breaker_open", 0, provider="gpt-4o-mini")
+    m.set("alchemist_event_loop_tasks", 17)
+    m.set("alchemist_experience_records", 1200, kind="experiences")
     return m
 
 

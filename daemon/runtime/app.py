@@ -202,6 +202,9 @@ class Daemon:
 
     def _collect(self, m: Metrics) -> None:
         """Copy the running totals kept elsewhere into the metrics, at scrape time."""
+        m.set("alchemist_event_loop_tasks", len(asyncio.all_tasks()))  # scrapes run on the loop
+        m.set("alchemist_experience_records", len(self.index.experiences), kind="experiences")
+        m.set("alchemist_experience_records", len(self.index.rated), kind="rated")
         if self.service is not None:
             for key, value in self.service.counts.items():
                 if key == "ok" or key.startswith("error_"):

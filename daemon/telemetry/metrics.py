@@ -26,6 +26,10 @@ Metrics (stable names; labels in braces)
 * ``alchemist_inflight_requests`` (gauge): requests being served right now.
 * ``alchemist_breaker_open{provider}`` (gauge): 1 while the provider's circuit breaker is
   open (its calls are skipped), else 0.
+* ``alchemist_event_loop_tasks`` (gauge): asyncio tasks alive on the daemon's event loop (flat
+  under steady load; a climb is a task leak).
+* ``alchemist_experience_records{kind}`` (gauge): records held in memory by the experience
+  index, by kind (``experiences``, ``rated``); bounded by ``experience.max_records`` each.
 
 Histograms use fixed buckets (:data:`LATENCY_BUCKETS`, 5 ms .. 120 s). Metrics
 without labels are exposed from the start (at 0). No ``_created`` series are
@@ -112,6 +116,11 @@ METRICS: tuple[MetricSpec, ...] = (
                scraped=True),
     MetricSpec("alchemist_breaker_open", "gauge",
                "1 while the provider's circuit breaker is open, else 0.", ("provider",),
+               scraped=True),
+    MetricSpec("alchemist_event_loop_tasks", "gauge",
+               "Asyncio tasks alive on the daemon's event loop.", scraped=True),
+    MetricSpec("alchemist_experience_records", "gauge",
+               "Records held in memory by the experience index, by kind.", ("kind",),
                scraped=True),
 )
 
