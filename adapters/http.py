@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import math
 import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
-import msgspec
 
 from .base import ChatRequest, ChatResult, ProviderSpec, Usage
 from .errors import (
@@ -36,6 +34,7 @@ from .errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from .wire import encoded
 
 __all__ = [
     "BACKOFF_BASE_S",
@@ -46,13 +45,9 @@ __all__ = [
     "HttpReply",
     "JsonEndpoint",
     "call_with_retries",
-    "count",
     "edge_error",
-    "json_object",
     "make_session",
-    "mean",
     "parse_retry_after",
-    "token_counts",
 ]
 
 T = TypeVar("T")
@@ -222,45 +217,6 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds
 
 
-_DECODE = msgspec.json.Decoder()
-_ENCODE = msgspec.json.Encoder()
-
-
-def json_object(body: bytes) -> dict[str, Any] | str:
-    """The body as a JSON object, or a short description of why it is not one.
-
-    msgspec first (several times cheaper on a provider's reply); the standard
-    library where it refuses, for the JSON it alone accepts (NaN, Infinity).
-    """
-    try:
-        data: Any = _DECODE.decode(body)
-    except msgspec.DecodeError:
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return "response body is not JSON"
-    if not isinstance(data, dict):
-        return "response JSON is not an object"
-    return data
-
-
-def count(value: object) -> int:
-    """A token count from wire JSON; anything but a non-negative int reads as 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def token_counts(usage: object, *keys: str) -> tuple[int, ...]:
-    """The token counts under ``keys`` of a wire usage object, each read by :func:`count`;
-    a missing or malformed usage object reads as zeros (usage is optional on every wire)."""
-    return tuple(count(usage.get(key)) if isinstance(usage, dict) else 0 for key in keys)
-
-
-def mean(values: list[object]) -> float | None:
-    """The mean of the numbers among ``values`` (wire JSON), or None when there are none."""
-    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    return sum(numbers) / len(numbers) if numbers else None
-
-
 async def _read_limited(response: aiohttp.ClientResponse) -> bytes | None:
     """The body, or None when it is larger than :data:`MAX_BODY_BYTES`."""
     if (response.content_length or 0) > MAX_BODY_BYTES:
@@ -354,7 +310,7 @@ class JsonEndpoint:
                 if self._limiter is not None:
                     await self._limiter.acquire(timeout_s)
                 async with self._semaphore, self._session.post(
-                        self.url, data=_encoded(body), headers=self._headers) as response:
+                        self.url, data=encoded(body), headers=self._headers) as response:
                     raw = await _read_limited(response)
                     reply = HttpReply(response.status, response.headers, raw or b"")
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -369,15 +325,6 @@ class JsonEndpoint:
         if isinstance(answer, str):
             raise edge_error(name, reply=reply, secret=self._secret, problem=answer)
         return answer
-
-
-def _encoded(body: Mapping[str, object]) -> bytes:
-    """The request body as JSON bytes (msgspec; the standard library for what it cannot
-    encode): aiohttp's ``json=`` costs a JSON payload object and the slower encoder."""
-    try:
-        return _ENCODE.encode(body)
-    except TypeError:
-        return json.dumps(body).encode()
 
 
 class JsonAdapter(ABC):

@@ -96,6 +96,7 @@ DOCUMENTED = {
     "alchemist_breaker_open": ("gauge", ("provider",)),
     "alchemist_event_loop_tasks": ("gauge", ()),
     "alchemist_experience_records": ("gauge", ("kind",)),
+    "alchemist_experience_dropped_total": ("counter", ()),
 }
 
 

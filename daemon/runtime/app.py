@@ -210,6 +210,7 @@ class Daemon:
                 if key == "ok" or key.startswith("error_"):
                     m.set("alchemist_requests_total", value, code=key.removeprefix("error_"))
             m.set("alchemist_inflight_requests", self.service.inflight)
+            m.set("alchemist_experience_dropped_total", self.service.counts["experience_dropped"])
             m.clear("alchemist_breaker_open")  # providers removed by a reload disappear
             for name, breaker in self.service.fanout.breakers.items():
                 m.set("alchemist_breaker_open", 1.0 if breaker.state == "open" else 0.0,
