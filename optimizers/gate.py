@@ -55,7 +55,7 @@ from alchemist.optimizers.sequential import Evidence, alpha_of, evidence
 from alchemist.optimizers.templates import template_delta
 from alchemist.optimizers.text_values import text_gains
 
-__all__ = ["GateDecision", "crossfit_gate", "fold_of", "gate", "split_holdout"]
+__all__ = ["GateDecision", "crossfit_gate", "decide", "fold_of", "gate", "split_holdout"]
 
 #: a procedure that fits a candidate genome on a snapshot (for :func:`crossfit_gate`)
 Fit = Callable[[Snapshot], FloatArray]
@@ -102,7 +102,7 @@ def gate(
     """
     _check(margin, z, min_records)
     scores, w, extra = _paired(candidate, incumbent, holdout, params, counts)
-    return _decide(scores, w, extra, margin, z, min_records, "held-out")
+    return decide(scores, w, extra, margin, z, min_records, "held-out")
 
 
 def crossfit_gate(
@@ -138,7 +138,7 @@ def crossfit_gate(
              for f in range(folds) if (fold == f).any()]
     scores = np.concatenate([s for s, _, _ in parts], axis=1) if parts else np.zeros((2, 0))
     w = np.concatenate([x for _, x, _ in parts]) if parts else np.zeros(0)
-    return _decide(scores, w, (0.0, 0.0), margin, z, min_records, "cross-fitted"), fit(data)
+    return decide(scores, w, (0.0, 0.0), margin, z, min_records, "cross-fitted"), fit(data)
 
 
 def _check(margin: float, z: float, min_records: int) -> None:
@@ -175,8 +175,10 @@ def _paired(candidate: FloatArray, incumbent: FloatArray, data: Snapshot, params
     return scores[:, keep], w[keep], extra
 
 
-def _decide(scores: FloatArray, w: FloatArray, extra: tuple[float, float], margin: float,
-            z: float, min_records: int, how: str) -> GateDecision:
+def decide(scores: FloatArray, w: FloatArray, extra: tuple[float, float], margin: float,
+           z: float, min_records: int, how: str) -> GateDecision:
+    """The verdict on paired record scores (2, N: candidate, incumbent) of weights ``w``,
+    with a further ``extra`` (gain, variance); ``how`` names the records in the reason."""
     n = len(w)
     total = float(w.sum())
     cand = float(scores[0] @ w / total) + extra[0] if n else 0.0

@@ -53,6 +53,7 @@ from alchemist.daemon.storage.experience import PROBES_KEY, ExperienceIndex, Rat
 from alchemist.daemon.storage.recipe_store import RecipeStore
 from alchemist.daemon.tasks import cancel
 from alchemist.optimizers.calibrate import Calibration, calibrate, truth_records
+from alchemist.optimizers.cascade_fit import Waves
 from alchemist.optimizers.fitness import FitnessParams
 from alchemist.optimizers.gate import GateDecision
 from alchemist.optimizers.policy import Policy, PolicyParams, Verdict
@@ -242,9 +243,16 @@ class Evolver:
         log.info("evolver_step", recipe=name, generation=st.generation, records=len(job.records),
                  upto=job.upto, best_fitness=round(out.verdict.best_fitness, 4),
                  promote=decision.promote, gain=round(decision.diff, 4),
-                 stderr=round(decision.stderr, 4), reason=decision.reason)
+                 stderr=round(decision.stderr, 4), reason=decision.reason,
+                 **({} if out.verdict.waves is None else {
+                     "first_wave": out.verdict.waves.first_wave,
+                     "stop_margin": out.verdict.waves.stop_margin}))
         if decision.promote:
+            waves = out.verdict.waves
+            cascade = {} if waves is None else {"first_wave": waves.first_wave,
+                                                "stop_margin": waves.stop_margin}
             new = recipe.successor(weights=out.weights, templates=out.templates, reason="evolved",
+                                   **cascade,
                                    fitness=round(decision.candidate, 6),
                                    baseline_fitness=round(decision.incumbent, 6),
                                    n_ratings=len(job.records), generation=st.generation)
@@ -323,9 +331,11 @@ class Evolver:
         incumbent = genome_of(recipe, skills, providers, data.templates)
         # a population of other skills, providers or templates means something else now
         carried = (skills, providers, layout) == (st.skills, st.providers, st.layout)
+        cascades = recipe.first_wave > 0 and recipe.strategy == "vote"
         verdict = self.policy(recipe, job.settings).step(
             incumbent, data, job.keys, job.seeds,
-            st.population if carried else None, st.fitness if carried else None)
+            st.population if carried else None, st.fitness if carried else None,
+            Waves(recipe.first_wave, recipe.stop_margin) if cascades else None)
         st.skills, st.providers, st.layout = skills, providers, layout
         st.population, st.fitness = verdict.population, verdict.fitness
         st.generation += job.settings.generations
