@@ -165,7 +165,7 @@ def test_the_http_section_is_checked() -> None:
         parse_config({"http": {"enabled": True, "listen": "0.0.0.0:8080"}})
     assert parse_config({"http": {"enabled": True, "listen": "0.0.0.0:8080",
                                   "allow_open": True}}).http.port == 8080
-    with pytest.raises(ConfigError, match="http.max_body_bytes must be an integer"):
+    with pytest.raises(ConfigError, match=r"http\.max_body_bytes must be an integer"):
         parse_config({"http": {"max_body_bytes": "1M"}})
     with pytest.raises(ConfigError, match='listen must be "host:port"'):
         parse_config({"http": {"listen": "8080"}})
