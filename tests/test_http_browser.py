@@ -61,6 +61,6 @@ async def test_the_heat_map_shows_the_weights_in_kv(daemon_factory: DaemonFactor
     assert cells == expected, dom[:3000]
     assert "default v1" in dom and "closed" in dom  # the recipe's header, the breakers
     shots = Path(os.environ.get("ALCHEMIST_SCREENSHOT_DIR") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     await chromium(tmp_path, f"--screenshot={shots / 'status-page.png'}", d.http.url + "/")
-    assert (shots / "status-page.png").stat().st_size > 10_000
+    assert await asyncio.to_thread(os.path.getsize, shots / "status-page.png") > 10_000
