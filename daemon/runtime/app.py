@@ -32,6 +32,7 @@ from alchemist.adapters import (
     make_session,
 )
 from alchemist.daemon.config import Config, load_config
+from alchemist.daemon.http import FrontDoor, open_front_door
 from alchemist.daemon.learning.evolver import Evolver
 from alchemist.daemon.learning.feedback import FeedbackConsumer
 from alchemist.daemon.learning.prober import Prober
@@ -85,6 +86,7 @@ class Daemon:
         self.templates: dict[str, tuple[Template, ...]] = {}
         self._micro: MeteredService | None = None
         self._metrics_runner: web.AppRunner | None = None
+        self.http: FrontDoor | None = None  # the [http] front door, when enabled
         self.metrics = Metrics()
         self.metrics.add_collector(self._collect)
         self._stopped = False
@@ -130,6 +132,7 @@ class Daemon:
         self.prober = self._prober(suites, self.service, self.recipes, self.streams, self.nc)
         await self.prober.start()
         await self._serve(self.service, self.nc)
+        self.http = await open_front_door(cfg.http, self)
 
     async def _connect(self) -> Client:
         """Start the embedded broker when configured, then connect."""
@@ -313,6 +316,8 @@ class Daemon:
         left = 0
         if self._micro is not None:
             await quietly(self._micro.stop)
+        if self.http is not None:
+            await quietly(self.http.stop)
         if self.service is not None:
             left = await self.service.drain(self.cfg.service.drain_timeout_s)
         for part in (self.prober, self.feedback, self.evolver, self.recipes, self.streams):

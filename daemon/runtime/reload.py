@@ -35,6 +35,7 @@ RESTART_ONLY: Mapping[str, tuple[str, ...] | None] = {
     "nats": None,
     "service": ("subject_prefix", "log_level", "event_loop"),
     "metrics": None,
+    "http": None,
     "experience": None,
     "probes": ("enabled", "suites_dir", "shipped_suites"),
     "evolver": ("user_cap", "user_window_s"),

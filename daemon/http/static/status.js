@@ -1,0 +1,98 @@
+// The status page: reads /status/recipes and /status/providers every few seconds.
+// With API keys configured it asks for one once and keeps it for this tab only.
+"use strict";
+const REFRESH_MS = 3000;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : String(c));
+  return node;
+}
+
+async function getJSON(path) {
+  const headers = {};
+  const key = sessionStorage.getItem("alchemist-key");
+  if (key) headers.Authorization = "Bearer " + key;
+  const res = await fetch(path, { headers });
+  if (res.status === 401) {
+    const given = window.prompt("API key for this llm-alchemist:");
+    if (given) { sessionStorage.setItem("alchemist-key", given); return getJSON(path); }
+  }
+  if (!res.ok) throw new Error(path + ": HTTP " + res.status);
+  return res.json();
+}
+
+function fmt(v, digits) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
+
+function heat(weight) {  // 0: white, 1: deep blue
+  const w = Math.max(0, Math.min(1, weight));
+  const light = Math.round(97 - 55 * w);
+  return `hsl(215, 80%, ${light}%)`;
+}
+
+function heatMap(recipe) {
+  const head = el("tr", {}, el("th", {}, "skill \\ provider"),
+    ...recipe.providers.map((p) => el("th", {}, p)));
+  const rows = recipe.skills.map((skill) => el("tr", {}, el("th", {}, skill),
+    ...recipe.providers.map((p) => {
+      const w = recipe.weights[skill][p];
+      const cell = el("td", { class: "w", "data-recipe": recipe.name, "data-skill": skill,
+        "data-provider": p, "data-weight": w.toFixed(3) }, w.toFixed(2));
+      cell.style.background = heat(w);
+      if (w > 0.6) cell.style.color = "#fff";
+      return cell;
+    })));
+  return el("table", { class: "grid heatmap" }, el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+function history(recipe) {
+  const head = el("tr", {}, ...["version", "reason", "fitness", "incumbent", "ratings",
+    "generation", "written"].map((h) => el("th", {}, h)));
+  const rows = recipe.history.map((v) => el("tr", {}, el("td", {}, "v" + v.version),
+    el("td", {}, v.reason), el("td", {}, fmt(v.fitness, 4)), el("td", {}, fmt(v.baseline_fitness, 4)),
+    el("td", {}, v.n_ratings), el("td", {}, v.generation),
+    el("td", {}, new Date(v.created_at * 1000).toLocaleString())));
+  return el("table", { class: "grid history" }, el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+function renderRecipes(data) {
+  const box = document.getElementById("recipes");
+  box.replaceChildren(...data.recipes.map((r) => el("div", { class: "recipe", id: "recipe-" + r.name },
+    el("h3", {}, `${r.name} v${r.version}`),
+    el("p", { class: "muted" }, `strategy ${r.strategy} · answer ${r.answer.kind} · ` +
+      `min_weight ${r.min_weight} · explore ${r.explore} · last written: ${r.current.reason}`),
+    el("div", { class: "cols" },
+      el("div", {}, el("h3", {}, "Weights (skill × provider)"), heatMap(r)),
+      el("div", {}, el("h3", {}, "Versions (newest first)"), history(r))))));
+}
+
+function renderProviders(data) {
+  const body = document.querySelector("#providers tbody");
+  body.replaceChildren(...data.providers.map((p) => el("tr", { "data-provider": p.name },
+    el("td", {}, p.name), el("td", { class: "state-" + p.breaker }, p.breaker.replace("_", "-")),
+    el("td", {}, fmt(p.p50_ms, 1)), el("td", {}, fmt(p.p99_ms, 1)),
+    el("td", {}, p.error_share === null ? "–" : (100 * p.error_share).toFixed(1) + "%"),
+    el("td", {}, fmt(p.calls_per_request, 2)), el("td", {}, p.calls))));
+  const r = data.requests;
+  const rated = data.ratings.accepted || 0;
+  document.getElementById("summary").textContent = `${r.answered} answered · ${r.errors} errors · ` +
+    `${r.inflight} in flight · ${rated} ratings · ${data.evolver.promotions || 0} promotions`;
+}
+
+async function refresh() {
+  try {
+    const [recipes, providers] = await Promise.all([getJSON("/status/recipes"),
+      getJSON("/status/providers")]);
+    renderRecipes(recipes);
+    renderProviders(providers);
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  } catch (err) {
+    document.getElementById("updated").textContent = "not updated: " + err.message;
+  }
+}
+
+refresh();
+setInterval(refresh, REFRESH_MS);
