@@ -46,6 +46,7 @@ from alchemist.daemon.runtime.reload import (
     quietly,
     restart_keys,
 )
+from alchemist.daemon.runtime.scrape import collect
 from alchemist.daemon.serving.micro import MeteredService, add_metered_service
 from alchemist.daemon.serving.service import SELF_CHECK, InferenceService
 from alchemist.daemon.storage.broker import EmbeddedNats, connect, redact_url
@@ -88,7 +89,7 @@ class Daemon:
         self._metrics_runner: web.AppRunner | None = None
         self.http: FrontDoor | None = None  # the [http] front door, when enabled
         self.metrics = Metrics()
-        self.metrics.add_collector(self._collect)
+        self.metrics.add_collector(lambda m: collect(self, m))
         self._stopped = False
         self.started_at = time.time()
 
@@ -202,36 +203,6 @@ class Daemon:
                 if time.monotonic() > give_up:
                     raise
                 await asyncio.sleep(0.01)
-
-    def _collect(self, m: Metrics) -> None:
-        """Copy the running totals kept elsewhere into the metrics, at scrape time."""
-        m.set("alchemist_event_loop_tasks", len(asyncio.all_tasks()))  # scrapes run on the loop
-        m.set("alchemist_experience_records", len(self.index.experiences), kind="experiences")
-        m.set("alchemist_experience_records", len(self.index.rated), kind="rated")
-        if self.service is not None:
-            for key, value in self.service.counts.items():
-                if key == "ok" or key.startswith("error_"):
-                    m.set("alchemist_requests_total", value, code=key.removeprefix("error_"))
-            m.set("alchemist_inflight_requests", self.service.inflight)
-            m.set("alchemist_experience_dropped_total", self.service.counts["experience_dropped"])
-            m.clear("alchemist_breaker_open")  # providers removed by a reload disappear
-            for name, breaker in self.service.fanout.breakers.items():
-                m.set("alchemist_breaker_open", 1.0 if breaker.state == "open" else 0.0,
-                      provider=name)
-        if self.feedback is not None:
-            for outcome, value in self.feedback.counts.items():
-                m.set("alchemist_ratings_total", value, outcome=outcome)
-        if self.evolver is not None:
-            m.set("alchemist_evolver_generations_total", self.evolver.counts["generations"])
-            m.set("alchemist_promotions_total", self.evolver.counts["promotions"])
-        if self.recipes is not None:
-            m.clear("alchemist_weight")
-            for recipe in self.recipes.current.values():
-                m.set("alchemist_recipe_version", recipe.version, recipe=recipe.name)
-                for skill, row in recipe.weights.items():
-                    for provider, weight in row.items():
-                        m.set("alchemist_weight", weight, recipe=recipe.name, skill=skill,
-                              provider=provider)
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: requests, errors, ratings, recipe versions."""
