@@ -12,7 +12,7 @@ from nats.aio.client import Client
 
 from alchemist.daemon.config import ConfigError, parse_config
 from alchemist.daemon.runtime.app import Daemon
-from tests.conftest import DaemonFactory, infer, until
+from tests.conftest import DaemonFactory, infer, rate, until
 from tests.fakes import Behaviour, FakeOpenAI
 
 KEY = "sk-test-front-door-0123456789"
@@ -160,6 +160,28 @@ async def test_status_json(daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: 
     by_name = {p["name"]: p for p in providers["providers"]}
     assert by_name["a"]["breaker"] == "closed" and by_name["a"]["calls_per_request"] == 1.0
     assert by_name["a"]["p50_ms"] is not None and providers["requests"]["answered"] == 1
+
+
+async def test_the_timeline_samples_confidence_and_ratings(
+        daemon_factory: DaemonFactory, fake: FakeOpenAI, nc: Client) -> None:
+    fake.set("a", Behaviour(text="4"))
+    fake.set("b", Behaviour(text="5"))
+    d = await daemon_factory(models=["a", "b"], http={"enabled": True, "listen": "127.0.0.1:0"})
+    assert d.http is not None and d.feedback is not None
+    timeline = d.http.timeline
+    timeline.sample()  # closes the interval since start-up: nothing served in it
+    ids = [(await infer(nc, {"prompt": f"2+2? {i}"}))["request_id"] for i in range(4)]
+    for rid in ids[:3]:
+        await rate(nc, rid, "up")
+    await until(lambda: d.feedback is not None and d.feedback.counts["accepted"] == 3)
+    point = timeline.sample()
+    assert point is not None and point.rated_share == 0.75
+    assert point.confidence == 0.5  # two providers, two answers: each pick holds half the weight
+    async with aiohttp.ClientSession() as s, s.get(door(d) + "/status/timeline") as r:
+        body = await r.json()
+    assert body["interval_s"] == 10.0 and body["points"][-1]["rated_share"] == 0.75
+    assert body["points"][0]["confidence"] is None  # an interval with no answer has no mean
+    assert timeline.points.maxlen == 360  # an hour at 10 s, whatever the uptime
 
 
 def test_the_http_section_is_checked() -> None:

@@ -60,6 +60,7 @@ async def test_the_heat_map_shows_the_weights_in_kv(daemon_factory: DaemonFactor
                 for skill in ("*", "math") for p in ("a", "b", "c")}
     assert cells == expected, dom[:3000]
     assert "default v1" in dom and "closed" in dom  # the recipe's header, the breakers
+    assert re.search(r'<svg id="confidence"[^>]*data-points="\d+"', dom), "no timeline drawn"
     shots = Path(os.environ.get("ALCHEMIST_SCREENSHOT_DIR") or tmp_path)
     await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     await chromium(tmp_path, f"--screenshot={shots / 'status-page.png'}", d.http.url + "/")

@@ -6,7 +6,8 @@
 | ``GET /v1/models``           | the recipes, as models ``alchemist/<recipe>``          |
 | ``POST /v1/feedback``        | a rating, into the feedback stream (after its ack)     |
 | ``GET /``, ``/static/*``     | the status page (HTML, CSS, JS shipped in the package) |
-| ``GET /status/*``            | the JSON the status page reads (:mod:`.status`)        |
+| ``GET /status/*``            | the JSON the status page reads (:mod:`.status`,        |
+|                              | :mod:`.timeline`)                                      |
 
 Every answer goes through :func:`alchemist.daemon.serving.direct.answer`,
 the same path as ``alchemist.infer``. Every error is OpenAI's error shape
@@ -38,6 +39,7 @@ from alchemist.daemon.http.dialect import (
 )
 from alchemist.daemon.http.keys import Keys
 from alchemist.daemon.http.status import Parts, providers_status, recipes_status
+from alchemist.daemon.http.timeline import Timeline
 from alchemist.daemon.learning.feedback import FeedbackBody
 from alchemist.daemon.serving.direct import answer
 from alchemist.daemon.serving.wire import InferError, encode, parse_hops
@@ -65,6 +67,7 @@ class FrontDoor:
     def __init__(self, cfg: HttpConfig, parts: Parts, keys: Keys) -> None:
         self.cfg, self.parts, self.keys = cfg, parts, keys
         self.inflight = 0
+        self.timeline = Timeline(parts)
         self.runner: web.AppRunner | None = None
         self.port = 0
         app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[self._guard])
@@ -73,6 +76,7 @@ class FrontDoor:
         app.router.add_post("/v1/feedback", self._feedback)
         app.router.add_get("/status/recipes", self._recipes)
         app.router.add_get("/status/providers", self._providers)
+        app.router.add_get("/status/timeline", self._timeline)
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._page)
         self.app = app
@@ -94,10 +98,12 @@ class FrontDoor:
             await self.stop()
             raise
         self.port = bound_port(self.runner)
+        await self.timeline.start()
         log.info("http_serving", url=self.url, auth="open" if self.keys.open else "bearer keys")
 
     async def stop(self) -> None:
         """Stop listening, let requests in flight finish (bounded), close."""
+        await self.timeline.stop()
         if self.runner is not None:
             runner, self.runner = self.runner, None
             await runner.cleanup()
@@ -185,6 +191,9 @@ class FrontDoor:
 
     async def _providers(self, _: web.Request) -> web.Response:
         return _json(providers_status(self.parts))
+
+    async def _timeline(self, _: web.Request) -> web.Response:
+        return _json(self.timeline.to_json())
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info.get("name", "index.html")

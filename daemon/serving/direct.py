@@ -51,6 +51,7 @@ async def answer(service: InferenceService, body: InferBody, size: int,
         raise InferError("internal", f"internal error while serving request {request_id}; "
                          "it is logged under that id") from None
     service.counts["ok"] += 1
+    service.confidence_sum += reply["confidence"]
     if service.metrics is not None:
         service.metrics.observe("alchemist_request_latency_seconds", reply["latency_ms"] / 1000)
     if exp is not None and service.streams is not None:

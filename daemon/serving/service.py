@@ -77,6 +77,8 @@ class InferenceService:
         self.rng = rng or random.Random()
         self.inflight = 0
         self.counts: Counter[str] = Counter()
+        #: the confidences of the answers served, summed (the status page's timeline)
+        self.confidence_sum = 0.0
         self.metrics = metrics
         self.router = router
         #: the probe suites' templates: skill -> template name -> template
@@ -165,6 +167,7 @@ class InferenceService:
             await req.respond(body, headers=JSON_HEADERS if as_json else None)
             replied = True
             self.counts["ok"] += 1
+            self.confidence_sum += reply["confidence"]
             if self.metrics is not None:
                 self.metrics.observe("alchemist_request_latency_seconds",
                                      reply["latency_ms"] / 1000)

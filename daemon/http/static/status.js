@@ -1,4 +1,5 @@
-// The status page: reads /status/recipes and /status/providers every few seconds.
+// The status page: reads /status/recipes, /status/providers and /status/timeline every few
+// seconds.
 // With API keys configured it asks for one once and keeps it for this tab only.
 "use strict";
 const REFRESH_MS = 3000;
@@ -82,12 +83,42 @@ function renderProviders(data) {
     `${r.inflight} in flight · ${rated} ratings · ${data.evolver.promotions || 0} promotions`;
 }
 
+function spark(id, values) {  // values in [0, 1], null where nothing was served
+  const svg = document.getElementById(id);
+  const n = values.length;
+  const pts = values.map((v, i) => v === null ? null :
+    `${(n > 1 ? 400 * i / (n - 1) : 200).toFixed(1)},${(78 - 76 * Math.max(0, Math.min(1, v))).toFixed(1)}`)
+    .filter((p) => p !== null);
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  line.setAttribute("points", pts.join(" "));
+  svg.setAttribute("data-points", String(pts.length));
+  const last = values.filter((v) => v !== null).pop();
+  const label = document.createElementNS("http://www.w3.org/2000/svg", "title");
+  label.textContent = last === undefined ? "no answers yet" : "latest " + last.toFixed(3);
+  if (pts.length) { svg.replaceChildren(label, line); return; }
+  const empty = document.createElementNS("http://www.w3.org/2000/svg", "text");
+  empty.setAttribute("x", "200"); empty.setAttribute("y", "44");
+  empty.setAttribute("text-anchor", "middle"); empty.setAttribute("class", "empty");
+  empty.textContent = n ? "no answers served yet" : "the first point comes after one interval";
+  svg.replaceChildren(label, empty);
+}
+
+function renderTimeline(data) {
+  spark("confidence", data.points.map((p) => p.confidence));
+  spark("rated", data.points.map((p) => p.rated_share));
+  const last = data.points[data.points.length - 1];
+  document.getElementById("timeline-note").textContent = `One point every ${data.interval_s} s ` +
+    `(the last hour at most)` + (last ? ` · latest: ${fmt(last.requests_per_s, 1)} requests/s, ` +
+    `confidence ${fmt(last.confidence, 3)}, ${fmt(last.ratings_per_s, 2)} ratings/s` : "");
+}
+
 async function refresh() {
   try {
-    const [recipes, providers] = await Promise.all([getJSON("/status/recipes"),
-      getJSON("/status/providers")]);
+    const [recipes, providers, timeline] = await Promise.all([getJSON("/status/recipes"),
+      getJSON("/status/providers"), getJSON("/status/timeline")]);
     renderRecipes(recipes);
     renderProviders(providers);
+    renderTimeline(timeline);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (err) {
     document.getElementById("updated").textContent = "not updated: " + err.message;
