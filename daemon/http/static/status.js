@@ -113,16 +113,18 @@ function renderTimeline(data) {
 }
 
 async function refresh() {
-  try {
-    const [recipes, providers, timeline] = await Promise.all([getJSON("/status/recipes"),
-      getJSON("/status/providers"), getJSON("/status/timeline")]);
-    renderRecipes(recipes);
-    renderProviders(providers);
-    renderTimeline(timeline);
-    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (err) {
-    document.getElementById("updated").textContent = "not updated: " + err.message;
-  }
+  // each part on its own: one endpoint failing leaves the others drawn
+  const parts = [["/status/recipes", renderRecipes], ["/status/providers", renderProviders],
+    ["/status/timeline", renderTimeline]];
+  const results = await Promise.allSettled(parts.map(([path]) => getJSON(path)));
+  const failed = [];
+  results.forEach((r, i) => {
+    try {
+      if (r.status === "fulfilled") parts[i][1](r.value); else failed.push(r.reason.message);
+    } catch (err) { failed.push(parts[i][0] + ": " + err.message); }
+  });
+  document.getElementById("updated").textContent = failed.length
+    ? "not updated: " + failed.join("; ") : "updated " + new Date().toLocaleTimeString();
 }
 
 refresh();
