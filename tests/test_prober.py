@@ -62,6 +62,8 @@ async def test_probes_alone_earn_a_prior_recipe(daemon_factory: DaemonFactory,
     for _ in range(3):
         records += len(await d.prober.run_once())  # 32 probes each
     await until(lambda: d.index.rated_total["*probes*"] == records)
+    # the evolver learns from the records the rated stream's follower delivered
+    await until(lambda: d.evolver is not None and d.evolver.total("default") == records)
     decision = await d.evolver.maybe_step("default", force=True)
     assert decision is not None and decision.promote, decision
     recipe = d.recipes.get("default")
