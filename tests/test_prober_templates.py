@@ -78,6 +78,9 @@ async def test_the_template_gene_picks_the_template_a_provider_follows(
         for _ in range(rounds):
             results += await d.prober.run_once()  # type: ignore[union-attr]
         await until(lambda: d.index.rated_total["*probes*"] == before + len(results))
+        # and the evolver's evidence: what the rated stream's follower delivered
+        await until(lambda: d.evolver is not None
+                    and d.evolver.total("default") == before + len(results))
         return results
 
     table = accuracy_table(await probe(8), by_template=True)
