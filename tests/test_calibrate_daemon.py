@@ -58,7 +58,7 @@ async def test_the_golden_set_becomes_the_recipe_once(
     await d.stop()
     again = await daemon_factory(probes=probes, evolver=evolver, recipes=recipes)
     assert again.evolver is not None and again.recipes is not None
-    assert again.evolver._load("default").calibrated  # noqa: SLF001 - the state file's flag
+    assert again.evolver._load("default").calibrated
     await again.evolver.maybe_step("default", force=True)
     latest = again.recipes.get("default")
     assert latest is not None and latest.version == 2 and again.evolver.counts["promotions"] == 0

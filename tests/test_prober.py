@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from alchemist.daemon.learning.prober import COST_SLOT_S, Budget, accuracy_table
+from alchemist.daemon.learning.budget import COST_SLOT_S, Budget
+from alchemist.daemon.learning.prober import accuracy_table
 from tests.conftest import DaemonFactory, infer, until
 from tests.fakes import Behaviour, FakeOpenAI
 from tests.scenarios import math_and_code, specialist
