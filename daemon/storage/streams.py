@@ -69,10 +69,11 @@ class Streams:
                            duplicate_window=3600.0)
 
     async def _ensure(self, **config: Any) -> None:
+        config.update(storage=StorageType.FILE, num_replicas=self.cfg.nats.replicas)
         try:
-            await self.js.add_stream(storage=StorageType.FILE, **config)
-        except BadRequestError:  # exists with other limits: bring it to ours
-            await self.js.update_stream(storage=StorageType.FILE, **config)
+            await self.js.add_stream(**config)
+        except BadRequestError:  # exists with other limits (or replicas): bring it to ours
+            await self.js.update_stream(**config)
 
     async def follow(self) -> None:
         """Follow the experience and rated streams into the in-memory index."""
