@@ -11,6 +11,8 @@ durable, so nothing is lost across daemon or broker restarts:
                 may still be on its way from another instance), then acked
                 and counted as rejected, with a log line
 * capped     -> the user passed ``evolver.user_cap`` ratings per window: acked, rejected
+                (counted in a KV bucket that every instance shares and that
+                outlives restarts: :mod:`alchemist.daemon.storage.limits`)
 * malformed  -> terminated with the reason logged, never redelivered
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -32,7 +34,9 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from alchemist.daemon.config import EvolverConfig
-from alchemist.daemon.storage.experience import BoundedMap, ExperienceIndex, Rated
+from alchemist.daemon.storage.buckets import open_kv
+from alchemist.daemon.storage.experience import ExperienceIndex, Rated
+from alchemist.daemon.storage.limits import SharedCap, limits_bucket
 from alchemist.daemon.storage.streams import Streams
 from alchemist.daemon.tasks import cancel
 from alchemist.schema import SchemaError, decode_json, decode_msgpack
@@ -95,26 +99,6 @@ def parse_feedback(data: bytes) -> Feedback:
                     body.comment)
 
 
-class UserCap:
-    """At most ``cap`` accepted ratings per user in any ``window_s`` (bounded memory)."""
-
-    def __init__(self, cap: int, window_s: float, max_users: int = 100_000) -> None:
-        self.cap, self.window_s = cap, window_s
-        self._seen = BoundedMap(max_users)
-
-    def allow(self, user: str, now: float) -> bool:
-        times: deque[float] | None = self._seen.get(user)
-        if times is None:
-            times = deque(maxlen=self.cap)
-            self._seen.put(user, times)
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        if len(times) >= self.cap:
-            return False
-        times.append(now)
-        return True
-
-
 class FeedbackConsumer:
     """Reads the feedback stream and turns ratings into rated experience."""
 
@@ -123,13 +107,19 @@ class FeedbackConsumer:
         self.nc = nc
         self.streams = streams
         self.index = index
-        self.cap = UserCap(cfg.user_cap, cfg.user_window_s)
+        self.cfg = cfg
+        self.cap: SharedCap | None = None
         self.counts: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._sub: Any = None
         self._closing = asyncio.Event()
 
     async def start(self) -> None:
+        streams = self.streams
+        kv = await open_kv(self.nc.jetstream(timeout=5.0), limits_bucket(streams.prefix),
+                           replicas=streams.cfg.nats.replicas, ttl=self.cfg.user_window_s,
+                           description="llm-alchemist: each user's accepted ratings per window")
+        self.cap = SharedCap(kv, self.cfg.user_cap, self.cfg.user_window_s)
         self._closing.clear()
         await self._subscribe()
         self._task = asyncio.create_task(self._loop(), name="feedback")
@@ -215,7 +205,8 @@ class FeedbackConsumer:
             log.warning("feedback_rejected", reason="unknown_request", request_id=fb.request_id)
             await msg.ack()
             return self._count("rejected_unknown")
-        if not self.cap.allow(fb.user, time.monotonic()):
+        assert self.cap is not None, "start() first"
+        if not await self.cap.allow(fb.user):
             log.warning("feedback_rejected", reason="user_cap", request_id=fb.request_id)
             await msg.ack()
             return self._count("rejected_user_cap")
