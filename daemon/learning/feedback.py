@@ -8,7 +8,8 @@ durable, so nothing is lost across daemon or broker restarts:
 * accepted   -> the joined record is stored in ``ALCHEMIST_RATED``, then acked
 * duplicate  -> same request id and user already counted: acked, counted once
 * unknown    -> no such request (or expired): retried briefly (the experience
-                may still be on its way from another instance), then acked
+                may still be on its way from another instance; longer while our
+                follower of the experience stream is behind it), then acked
                 and counted as rejected, with a log line
 * capped     -> the user passed ``evolver.user_cap`` ratings per window: acked, rejected
                 (counted in a KV bucket that every instance shares and that
@@ -43,6 +44,8 @@ from alchemist.schema import SchemaError, decode_json, decode_msgpack
 
 log = structlog.get_logger("alchemist.feedback")
 UNKNOWN_RETRIES = 3
+#: ... and up to this many while our follower of the experience stream is behind it
+BEHIND_RETRIES = 15
 #: a delivery not acked this long is redelivered; handling one rating takes milliseconds,
 #: and a delivery orphaned by a broker restart is retried this soon
 ACK_WAIT_S = 10.0
@@ -199,7 +202,9 @@ class FeedbackConsumer:
             return self._count("duplicate")
         exp = self.index.get(fb.request_id)
         if exp is None:
-            if msg.metadata.num_delivered < UNKNOWN_RETRIES:
+            delivered = msg.metadata.num_delivered
+            if delivered < UNKNOWN_RETRIES or (delivered < BEHIND_RETRIES
+                                               and await self.streams.experience_behind()):
                 await msg.nak(delay=1.0)
                 return "retry"
             log.warning("feedback_rejected", reason="unknown_request", request_id=fb.request_id)

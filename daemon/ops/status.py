@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError, NoKeysError
 
@@ -65,28 +66,39 @@ def _instance(stats: dict[str, Any]) -> dict[str, Any]:
             "leases": data.get("leases") or []}
 
 
-async def gather_status(nc: Client, prefix: str, wait: float = 1.0) -> dict[str, Any]:
-    """The deployment's status as one JSON-ready object (see the module docstring)."""
+async def gather_status(nc: Client, prefix: str, wait: float = 1.0, *,
+                        leases: bool = True) -> dict[str, Any]:
+    """The deployment's status as one JSON-ready object (see the module docstring);
+    ``leases=False`` asks the instances only (no JetStream request)."""
     instances = sorted((_instance(s) for s in await _stats_replies(nc, wait)),
                        key=lambda i: (i["host"], str(i["id"])))
-    leases: dict[str, Any] = {}
+    out: dict[str, Any] = {"instances": instances, "leaders": {}, "leases": {}}
+    if not leases:
+        return out
     try:
-        kv = await nc.jetstream(timeout=5.0).key_value(bucket_name(prefix))
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            keys = []
-        names = [k.removeprefix(LEASE_PREFIX) for k in keys if k.startswith(LEASE_PREFIX)]
-        now = time.time()
-        for name, lease in sorted((await read_leases(kv, names)).items()):
-            leases[name] = {"holder": lease.holder, "host": lease.host,
-                            "age_s": round(now - lease.since, 1),
-                            "renewed_s_ago": round(now - lease.renewed, 1),
-                            "lease_s": lease.lease_s}
+        out["leases"] = await _leases(nc, prefix)
+    except nats.errors.TimeoutError:  # JetStream electing a leader (a node lost): say so
+        out["leases_error"] = "the recipes bucket did not answer in time"
+    out["leaders"] = {name: v["holder"] for name, v in out["leases"].items()
+                      if not name.startswith("_")}
+    return out
+
+
+async def _leases(nc: Client, prefix: str) -> dict[str, Any]:
+    try:
+        kv = await nc.jetstream(timeout=3.0).key_value(bucket_name(prefix))
     except BucketNotFoundError:
-        pass  # no daemon ever ran here: no leases
-    leaders = {name: v["holder"] for name, v in leases.items() if not name.startswith("_")}
-    return {"instances": instances, "leaders": leaders, "leases": leases}
+        return {}  # no daemon ever ran here: no leases
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        keys = []
+    names = [k.removeprefix(LEASE_PREFIX) for k in keys if k.startswith(LEASE_PREFIX)]
+    now = time.time()
+    return {name: {"holder": lease.holder, "host": lease.host,
+                   "age_s": round(now - lease.since, 1),
+                   "renewed_s_ago": round(now - lease.renewed, 1), "lease_s": lease.lease_s}
+            for name, lease in sorted((await read_leases(kv, names)).items())}
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -102,7 +114,7 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  {name:<20} {lease['holder']:<14} on {lease['host'] or '?'}, held "
                      f"{lease['age_s']:.0f} s, renewed {lease['renewed_s_ago']:.1f} s ago")
     if not status["leases"]:
-        lines.append("  none")
+        lines.append(f"  none{' (' + status['leases_error'] + ')' if 'leases_error' in status else ''}")
     return "\n".join(lines)
 
 

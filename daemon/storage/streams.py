@@ -121,6 +121,12 @@ class Streams:
         log.info("replay_done", experiences=len(self.index.experiences),
                  rated=len(self.index.rated))
 
+    async def experience_behind(self) -> bool:
+        """Whether our follower of the experience stream has not applied all it holds (a
+        follower re-created after a broker node's loss is, for a few seconds)."""
+        state = (await self.js.stream_info(self.experience_stream)).state
+        return self._seen.get(self.experience_stream, 0) < state.last_seq
+
     async def record(self, exp: Experience) -> None:
         """Journal an experience (this instance indexes it at once)."""
         self.index.add_experience(exp)
