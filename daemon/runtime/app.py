@@ -123,7 +123,8 @@ class Daemon:
         await self.feedback.start()
         self.evolver = Evolver(cfg, self.recipes, self.index, list(self.providers),
                                {skill: [t.name for t in ts] for skill, ts in self.templates.items()},
-                               await leadership(cfg, self.nc, self.recipes, self.instance))
+                               await leadership(cfg, self.nc, self.recipes, self.instance,
+                                                self.metrics))
         await self.evolver.start()
         self.service = InferenceService(
             cfg, self.providers, self.recipes, self.streams, metrics=self.metrics,

@@ -24,6 +24,7 @@ from alchemist.daemon.learning.prober import PROBER_LEASE
 from alchemist.daemon.storage.buckets import open_kv
 from alchemist.daemon.storage.lease import Leases
 from alchemist.daemon.storage.recipe_store import RecipeStore
+from alchemist.daemon.telemetry.metrics import Metrics
 
 __all__ = ["instance_id", "leadership", "service_identity"]
 
@@ -33,8 +34,10 @@ def instance_id() -> str:
     return os.urandom(6).hex()
 
 
-async def leadership(cfg: Config, nc: Client, recipes: RecipeStore, instance: str) -> Leadership:
-    """The leases of this instance, taken where free (none with ``evolver.lease_s = 0``)."""
+async def leadership(cfg: Config, nc: Client, recipes: RecipeStore, instance: str,
+                     metrics: Metrics) -> Leadership:
+    """The leases of this instance, taken where free (none with ``evolver.lease_s = 0``);
+    ``alchemist_lease_held`` says which, at every scrape."""
     lease_s = cfg.evolver.lease_s
     if lease_s <= 0:
         return Leadership()
@@ -50,6 +53,12 @@ async def leadership(cfg: Config, nc: Client, recipes: RecipeStore, instance: st
     leases = Leases(recipes.kv, instance, host=host, slot=f"{host}:{cfg.state_dir.resolve()}",
                     lease_s=lease_s, names=names)
     await leases.start()
+
+    def collect(m: Metrics) -> None:
+        for name in names():
+            m.set("alchemist_lease_held", 1.0 if leases.holds(name) else 0.0, lease=name)
+
+    metrics.add_collector(collect)
     return Leadership(leases, shared, max_value=max(1024, nc.max_payload - 4096))
 
 

@@ -26,6 +26,9 @@ Metrics (stable names; labels in braces)
 * ``alchemist_inflight_requests`` (gauge): requests being served right now.
 * ``alchemist_breaker_open{provider}`` (gauge): 1 while the provider's circuit breaker is
   open (its calls are skipped), else 0.
+* ``alchemist_lease_held{lease}`` (gauge): 1 while this instance holds the lease (a recipe's
+  name: it evolves that recipe; ``_prober``: it probes), else 0. Summed over instances, 0
+  for longer than a lease means nobody learns.
 
 Histograms use fixed buckets (:data:`LATENCY_BUCKETS`, 5 ms .. 120 s). Metrics
 without labels are exposed from the start (at 0). No ``_created`` series are
@@ -113,6 +116,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("alchemist_breaker_open", "gauge",
                "1 while the provider's circuit breaker is open, else 0.", ("provider",),
                scraped=True),
+    MetricSpec("alchemist_lease_held", "gauge",
+               "1 while this instance holds the lease (a recipe's evolver, or _prober), else 0.",
+               ("lease",), scraped=True),
 )
 
 
