@@ -168,7 +168,7 @@ async def _converged(nc: Client, survivors: int, timeout: float = 15.0) -> dict[
         stored = json.loads((await kv.get("default")).value)["version"]
         status = await gather_status(nc, "alchemist", wait=0.5)
         served = [i["recipes"].get("default") for i in status["instances"]]
-        if len(served) == survivors and set(served) == {stored}:
+        if len(served) == survivors and set(served) == {stored} and "default" in status["leaders"]:
             return status
         assert loop.time() < give_up, (stored, served)
 

@@ -135,3 +135,18 @@ async def test_one_instance_learns_and_the_next_resumes_its_population(
         await rate(nc, rid, "up", user=f"u{i % 7}")
     await second.evolver.settled("default", 30)
     assert second.evolver.counts["steps"] == 1  # the step at 30, not those at 10 and 20 again
+
+
+async def test_one_instance_probes_and_the_next_one_counts_what_it_spent(
+        daemon_factory: DaemonFactory, fake: FakeOpenAI) -> None:
+    probes = {"enabled": True, "first_run_s": 0.0, "interval_s": 1.0, "jitter": 0.0, "sample": 1,
+              "calls_per_hour": 100}
+    a = await daemon_factory(models=["a", "b"], state="a", probes=probes, evolver={"lease_s": 1.0})
+    b = await daemon_factory(models=["a", "b"], state="b", probes=probes, evolver={"lease_s": 1.0})
+    assert a.prober is not None and b.prober is not None
+    await until(lambda: a.prober is not None and a.prober.counts["runs"] >= 2, timeout=10)
+    assert b.prober.counts["runs"] == 0  # the prober lease is a's
+    await a.stop()
+    await until(lambda: b.prober is not None and b.prober.counts["runs"] >= 1, timeout=10)
+    # b's budget started from the journal: a's calls count against the hour's allowance
+    assert b.prober.budget.calls_last_hour >= 2 * 2 + 2

@@ -23,10 +23,11 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError
 
 from alchemist.daemon.cli import CliError, _client
-from alchemist.daemon.storage.lease import LEASE_PREFIX, read_leases
+from alchemist.daemon.learning.prober import PROBER_LEASE
+from alchemist.daemon.storage.lease import read_leases
 from alchemist.daemon.storage.recipe_store import bucket_name
 
 __all__ = ["add_status_verb", "cmd_status", "gather_status"]
@@ -75,8 +76,9 @@ async def gather_status(nc: Client, prefix: str, wait: float = 1.0, *,
     out: dict[str, Any] = {"instances": instances, "leaders": {}, "leases": {}}
     if not leases:
         return out
+    names = sorted({n for i in instances for n in i["recipes"]} | {PROBER_LEASE})
     try:
-        out["leases"] = await _leases(nc, prefix)
+        out["leases"] = await _leases(nc, prefix, names)
     except nats.errors.TimeoutError:  # JetStream electing a leader (a node lost): say so
         out["leases_error"] = "the recipes bucket did not answer in time"
     out["leaders"] = {name: v["holder"] for name, v in out["leases"].items()
@@ -84,16 +86,13 @@ async def gather_status(nc: Client, prefix: str, wait: float = 1.0, *,
     return out
 
 
-async def _leases(nc: Client, prefix: str) -> dict[str, Any]:
+async def _leases(nc: Client, prefix: str, names: list[str]) -> dict[str, Any]:
+    """The lease of each of ``names`` that has a holder (the recipes the instances serve,
+    and the prober's), with its age."""
     try:
         kv = await nc.jetstream(timeout=3.0).key_value(bucket_name(prefix))
     except BucketNotFoundError:
         return {}  # no daemon ever ran here: no leases
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        keys = []
-    names = [k.removeprefix(LEASE_PREFIX) for k in keys if k.startswith(LEASE_PREFIX)]
     now = time.time()
     return {name: {"holder": lease.holder, "host": lease.host,
                    "age_s": round(now - lease.since, 1),
