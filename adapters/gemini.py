@@ -21,7 +21,8 @@ from urllib.parse import quote
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import Answer, ErrorHint, JsonAdapter, json_object, mean, token_counts
+from .http import Answer, ErrorHint, JsonAdapter
+from .wire import json_object, mean, token_counts
 
 __all__ = ["GeminiAdapter"]
 

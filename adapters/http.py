@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import math
 import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 
@@ -35,6 +34,7 @@ from .errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from .wire import encoded
 
 __all__ = [
     "BACKOFF_BASE_S",
@@ -45,13 +45,9 @@ __all__ = [
     "HttpReply",
     "JsonEndpoint",
     "call_with_retries",
-    "count",
     "edge_error",
-    "json_object",
     "make_session",
-    "mean",
     "parse_retry_after",
-    "token_counts",
 ]
 
 T = TypeVar("T")
@@ -221,34 +217,6 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds
 
 
-def json_object(body: bytes) -> dict[str, Any] | str:
-    """The body as a JSON object, or a short description of why it is not one."""
-    try:
-        data: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return "response body is not JSON"
-    if not isinstance(data, dict):
-        return "response JSON is not an object"
-    return data
-
-
-def count(value: object) -> int:
-    """A token count from wire JSON; anything but a non-negative int reads as 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def token_counts(usage: object, *keys: str) -> tuple[int, ...]:
-    """The token counts under ``keys`` of a wire usage object, each read by :func:`count`;
-    a missing or malformed usage object reads as zeros (usage is optional on every wire)."""
-    return tuple(count(usage.get(key)) if isinstance(usage, dict) else 0 for key in keys)
-
-
-def mean(values: list[object]) -> float | None:
-    """The mean of the numbers among ``values`` (wire JSON), or None when there are none."""
-    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    return sum(numbers) / len(numbers) if numbers else None
-
-
 async def _read_limited(response: aiohttp.ClientResponse) -> bytes | None:
     """The body, or None when it is larger than :data:`MAX_BODY_BYTES`."""
     if (response.content_length or 0) > MAX_BODY_BYTES:
@@ -310,6 +278,8 @@ class JsonEndpoint:
         self.url = url
         self._session = session
         self._headers = {**spec.headers, **headers}
+        if not any(k.lower() == "content-type" for k in self._headers):
+            self._headers["Content-Type"] = "application/json"
         self._parse = parse
         self._error_hint = error_hint
         self._semaphore = asyncio.Semaphore(spec.max_concurrency)
@@ -340,7 +310,7 @@ class JsonEndpoint:
                 if self._limiter is not None:
                     await self._limiter.acquire(timeout_s)
                 async with self._semaphore, self._session.post(
-                        self.url, json=body, headers=self._headers) as response:
+                        self.url, data=encoded(body), headers=self._headers) as response:
                     raw = await _read_limited(response)
                     reply = HttpReply(response.status, response.headers, raw or b"")
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -16,7 +16,8 @@ from typing import NotRequired, TypedDict, cast
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import Answer, JsonAdapter, bearer, json_object, mean, token_counts
+from .http import Answer, JsonAdapter, bearer
+from .wire import json_object, mean, token_counts
 
 __all__ = ["OllamaAdapter"]
 

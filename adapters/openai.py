@@ -12,16 +12,8 @@ from typing import NotRequired, TypedDict, cast
 import aiohttp
 
 from .base import ChatRequest, ProviderSpec
-from .http import (
-    MAX_BODY_BYTES,
-    Answer,
-    JsonAdapter,
-    bearer,
-    json_object,
-    mean,
-    parse_retry_after,
-    token_counts,
-)
+from .http import MAX_BODY_BYTES, Answer, JsonAdapter, bearer, parse_retry_after
+from .wire import json_object, mean, token_counts
 
 __all__ = ["MAX_BODY_BYTES", "OpenAIAdapter", "parse_retry_after"]
 

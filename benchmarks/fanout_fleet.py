@@ -5,7 +5,8 @@
   log-normal latency with median 20 ms and p99 = 10 x median, ``steady1`` and
   ``steady2`` take 20 ms fixed; every model gives the same answer to every prompt;
 - the floor responder (:func:`serve_floor`, a child process): a bare nats-py +
-  aiohttp fan-out to the same providers, the yardstick the daemon is measured by;
+  aiohttp fan-out to the same providers, the yardstick the daemon is measured by, on
+  the same event loop as the daemon (``service.event_loop``);
 - the daemon's config (:func:`daemon_document`): a recipe per scenario.
 """
 
@@ -24,6 +25,7 @@ from nats.aio.msg import Msg
 
 from alchemist.adapters.base import Message
 from alchemist.daemon.config import parse_config
+from alchemist.daemon.runtime.launch import loop_name
 from alchemist.daemon.sim.replay import Latency, RecordedAnswer, ReplayItem, ReplayServer, ReplaySet
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -117,7 +119,7 @@ async def serve_floor(nats_url: str, providers_url: str) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("ready", flush=True)
+    print(f"ready {loop_name()}", flush=True)
     await stop.wait()
     await nc.drain()
     await session.close()
@@ -126,7 +128,7 @@ async def serve_floor(nats_url: str, providers_url: str) -> None:
 # ---------------------------------------------------------------- the daemon's config
 
 def daemon_document(nats_url: str, providers_url: str, state_dir: Path,
-                    log_level: str) -> dict[str, Any]:
+                    log_level: str, event_loop: str) -> dict[str, Any]:
     """One daemon, all 11 providers; a recipe per scenario gives the others weight 0."""
     recipes = {
         name: {"strategy": "vote", "answer": {"kind": "text"},
@@ -135,7 +137,7 @@ def daemon_document(nats_url: str, providers_url: str, state_dir: Path,
         for name, used in SCENARIOS.items()}
     doc: dict[str, Any] = {
         "nats": {"url": nats_url},
-        "service": {"log_level": log_level, "max_concurrency": 1024},
+        "service": {"log_level": log_level, "max_concurrency": 1024, "event_loop": event_loop},
         "state": {"dir": str(state_dir)},
         # max_concurrency per provider above the requester count: the floor has no such limit
         "providers": [{"name": m, "kind": "openai", "base_url": providers_url, "model": m,

@@ -8,7 +8,6 @@ Client verbs find the daemon through ``--url``, else the config's
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -23,6 +22,7 @@ from alchemist import __version__
 from alchemist.adapters import SecretError
 from alchemist.answers.recipes import Recipe, RecipeError
 from alchemist.daemon.config import Config, ConfigError, default_document, load_config
+from alchemist.daemon.runtime.launch import cmd_run, run_verb
 from alchemist.daemon.storage.broker import BrokerError, connect
 
 
@@ -56,16 +56,6 @@ async def _client(args: argparse.Namespace) -> tuple[Config, Any]:
 
 
 # -- verbs ---------------------------------------------------------------------------------------
-
-async def cmd_run(args: argparse.Namespace) -> int:
-    from alchemist.daemon.runtime.app import run
-    from alchemist.daemon.telemetry import logs
-
-    cfg = _config(args)
-    logs.configure(args.log_level or cfg.service.log_level)
-    await run(cfg, Path(args.config) if args.config else None)
-    return 0
-
 
 async def cmd_config_init(args: argparse.Namespace) -> int:
     path = Path(args.file)
@@ -288,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alchemist`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        code: int = asyncio.run(args.fn(args))
-        return code
+        return run_verb(args)  # `run` on its config's event loop, the rest on asyncio's
     except KeyboardInterrupt:
         return 130
     except (CliError, ConfigError, RecipeError, BrokerError, SecretError, OSError,

@@ -8,8 +8,9 @@ import``) can instead have the recipe *fitted* on it, once, without the gate
 (``evolver.calibrate``), as a cascade system (FrugalGPT) is fitted on its
 labelled set before it serves:
 
-* **weights:** per skill, the log-odds of each provider's accuracy on the
-  ground-truth records, ``max(0, log(a / (1 - a)))`` scaled so the heaviest is 1,
+* **weights:** :func:`~alchemist.optimizers.seeding.agreement_weights` of the
+  ground-truth records alone: per skill, the log-odds of each provider's
+  accuracy on them, ``max(0, log(a / (1 - a)))`` scaled so the heaviest is 1,
   with ``a = (hits + 1) / (asked + 2)``, a skill's row shrunk toward ``"*"``
   by ``shrink_k`` records as the daemon shrinks evolved rows. A provider no
   better than a coin flip on its skill gets weight 0 and is not called for it
@@ -35,6 +36,7 @@ import numpy as np
 from alchemist.answers.fusion import RIVAL_BELOW, decided, margin_reached
 from alchemist.optimizers.data import BoolArray, FloatArray, IntArray, Snapshot
 from alchemist.optimizers.fitness import FitnessParams
+from alchemist.optimizers.seeding import agreement_weights
 
 __all__ = ["MARGINS", "Calibration", "calibrate", "cascade_replay", "truth_records"]
 
@@ -45,12 +47,11 @@ MARGINS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 @dataclass(frozen=True, slots=True)
 class Calibration:
     """A fitted recipe: ``weights`` (S, M) as served (already shrunk), ``stop_margin``
-    (None without waves), the accuracies fitted (S, M), the ground-truth records used, and
-    the replayed accuracy and calls a request of the chosen cascade on them."""
+    (None without waves), the ground-truth records used, and the replayed accuracy and
+    calls a request of the chosen cascade on them."""
 
     weights: FloatArray
     stop_margin: float | None
-    accuracy: FloatArray
     n: int
     score: float
     calls: float
@@ -66,21 +67,8 @@ def calibrate(data: Snapshot, params: FitnessParams, first_wave: int = 0) -> Cal
     """Fit the weights (and, with ``first_wave`` > 0, the stop margin) on ``data``'s
     ground-truth records."""
     labelled = data.subset(truth_records(data))
-    s_count, m = len(data.skills), len(data.providers)
-    truth = np.nan_to_num(labelled.truth.astype(np.float64), nan=0.0)
-    asked = (~np.isnan(labelled.truth)).astype(np.float64)
-    hits, seen = np.zeros((s_count, m)), np.zeros((s_count, m))
-    np.add.at(hits, labelled.skill, truth * asked)
-    np.add.at(seen, labelled.skill, asked)
-    pooled = (hits.sum(axis=0) + 1.0) / (seen.sum(axis=0) + 2.0)
-    own = (hits + 1.0) / (seen + 2.0)
-    share = seen / (seen + params.shrink_k)
-    acc = share * own + (1.0 - share) * pooled
-    acc[0] = pooled
-    logit = np.maximum(np.log(acc / (1.0 - acc)), 0.0)
-    # a skill on which nobody beats a coin flip keeps everyone, ranked by accuracy
-    logit = np.where(logit.max(axis=1, keepdims=True) > 0, logit, acc)
-    weights = logit / logit.max(axis=1, keepdims=True)
+    m = len(data.providers)
+    weights = agreement_weights(labelled, params)  # on ground truth alone: accuracy log-odds
     margins = MARGINS if 0 < first_wave < m else (0.0,)
     best: tuple[float, float, float, float] | None = None
     for margin in margins:
@@ -92,8 +80,8 @@ def calibrate(data: Snapshot, params: FitnessParams, first_wave: int = 0) -> Cal
             best = key
     assert best is not None
     margin, score = best[2], best[3]
-    return Calibration(weights, margin if len(margins) > 1 else None, acc,
-                       labelled.n_records, score, -best[1])
+    return Calibration(weights, margin if len(margins) > 1 else None, labelled.n_records,
+                       score, -best[1])
 
 
 def _accuracy(data: Snapshot, picks: IntArray) -> float:

@@ -32,6 +32,11 @@ Optional, for the template genes (:mod:`alchemist.optimizers.templates` measures
 * ``trial[n, m]``       whether that answer passed (1.0 / 0.0, NaN: no answer). Unlike
                         ``truth``, it is kept for answers asked with another template
                         than the incumbent's, which the weight replay leaves out.
+
+Optional, for fitting a cascade (:mod:`alchemist.optimizers.cascade_fit`):
+
+* ``complete[n]``       the request asked every provider its recipe calls at once (or an
+                        ``explore`` request did), so any cascade can be replayed on it
 """
 
 from __future__ import annotations
@@ -130,6 +135,9 @@ class Snapshot:
     templates: TemplateGenes | None = None
     option: IntArray | None = None
     trial: Float32Array | None = None
+    #: per record: every provider the recipe would call was asked (not a cascade that
+    #: stopped early); None: all of them
+    complete: BoolArray | None = None
 
     def __post_init__(self) -> None:
         n, m, s = len(self.skill), len(self.providers), len(self.skills)
@@ -143,6 +151,8 @@ class Snapshot:
             expected.update(option=(n, m), trial=(n, m))
             if self.option is None or self.trial is None:
                 raise ValueError("a snapshot with template genes needs 'option' and 'trial'")
+        if self.complete is not None:
+            expected["complete"] = (n,)
         for name, shape in expected.items():
             got = getattr(self, name).shape
             if got != shape:
@@ -164,6 +174,7 @@ class Snapshot:
             templates=self.templates,
             option=None if self.option is None else self.option[index],
             trial=None if self.trial is None else self.trial[index],
+            complete=None if self.complete is None else self.complete[index],
         )
 
     @property

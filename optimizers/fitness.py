@@ -30,7 +30,9 @@ Estimator (what a pick is worth)
 on record ``n``: ground truth on probe records, and on rated records the
 posterior probability that ``m``'s answer is right under a latent-truth
 model of provider accuracies fitted by EM (:mod:`alchemist.optimizers.estimator`,
-which documents the model and its assumptions).
+which documents the model and its assumptions). Under ``select`` (open text,
+no single right answer) it is a rating model of texts instead
+(:mod:`alchemist.optimizers.text_values`).
 
 Fitness of an individual is the record-weighted mean of ``value[n, pick]``
 minus a cost term, ``cost_weight * mean_n(sum_m called[s_n, m] * cost[m]) / M``,
@@ -59,11 +61,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alchemist.answers.recipes import DEFAULT_PARAMS
+from alchemist.answers.recipes import DEFAULT_PARAMS, STRATEGIES, Strategy
 from alchemist.optimizers import defaults
 from alchemist.optimizers.data import Float32Array, FloatArray, IntArray, Snapshot
 from alchemist.optimizers.estimator import record_values
 from alchemist.optimizers.templates import TemplateStats
+from alchemist.optimizers.text_values import text_values
 
 __all__ = [
     "FitnessParams",
@@ -73,6 +76,7 @@ __all__ = [
     "picks",
     "record_values",
     "skill_counts",
+    "values_of",
 ]
 
 _EPS = 1e-9
@@ -91,12 +95,14 @@ class FitnessParams:
     ``cost_weight``: fitness points charged per unit of mean relative call cost.
     ``shrink_k``: records of evidence at which a skill's own row counts half.
     ``noise``: assumed probability that a rating is flipped.
+    ``strategy``: the recipe's; it decides what a pick is worth (:func:`values_of`).
     """
 
     min_weight: float = DEFAULT_PARAMS.min_weight
     cost_weight: float = defaults.COST_WEIGHT
     shrink_k: float = defaults.SHRINK_K
     noise: float = defaults.NOISE
+    strategy: Strategy = "vote"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_weight <= 1.0:
@@ -107,11 +113,22 @@ class FitnessParams:
             )
         if not (self.shrink_k >= 0.0 and np.isfinite(self.shrink_k)):
             raise ValueError(f"shrink_k must be a finite number >= 0, got {self.shrink_k}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, "
+                             f"not {self.strategy!r}.")
         if not 0.0 <= self.noise < 0.5:
             raise ValueError(
                 f"noise must lie in [0, 0.5): at 0.5 a rating carries no information; "
                 f"got {self.noise}."
             )
+
+
+def values_of(data: Snapshot, params: FitnessParams) -> Float32Array:
+    """What serving each provider's answer on each record is worth, shape (N, M): the
+    latent-truth estimator under ``vote``, the rating model of texts under ``select``."""
+    if params.strategy == "select":
+        return text_values(data, params.noise)
+    return record_values(data, params.noise)
 
 
 def skill_counts(data: Snapshot) -> FloatArray:
@@ -173,7 +190,7 @@ class Replay:
             raise ValueError(
                 f"counts has shape {self.counts.shape}; expected ({len(data.skills)},)."
             )
-        vals = record_values(data, params.noise) if values is None else values
+        vals = values_of(data, params) if values is None else values
         if vals.shape != (n, m):
             raise ValueError(f"values has shape {vals.shape}; expected ({n}, {m}).")
         self._order: IntArray = np.argsort(data.skill, kind="stable")
@@ -241,6 +258,11 @@ class Replay:
         out = np.empty((eff.shape[0], self.data.n_records), np.int64)
         for c0, c1, pick in self._scan(eff, mw):
             out[:, self._order[c0:c1]] = np.where(pick == m, -1, pick)
+        return out
+
+    def charges(self, population: FloatArray) -> FloatArray:
+        """The cost charge of each genome on each record, shape (P, N), in record order."""
+        out: FloatArray = self._cost_per_skill(self.effective(population))[:, self.data.skill]
         return out
 
     def _cost_per_skill(self, eff: FloatArray) -> FloatArray:

@@ -53,8 +53,9 @@ from alchemist.optimizers.estimator import record_values
 from alchemist.optimizers.fitness import FitnessParams, Replay
 from alchemist.optimizers.sequential import Evidence, alpha_of, evidence
 from alchemist.optimizers.templates import template_delta
+from alchemist.optimizers.text_values import text_gains
 
-__all__ = ["GateDecision", "crossfit_gate", "fold_of", "gate", "split_holdout"]
+__all__ = ["GateDecision", "crossfit_gate", "decide", "fold_of", "gate", "split_holdout"]
 
 #: a procedure that fits a candidate genome on a snapshot (for :func:`crossfit_gate`)
 Fit = Callable[[Snapshot], FloatArray]
@@ -101,7 +102,7 @@ def gate(
     """
     _check(margin, z, min_records)
     scores, w, extra = _paired(candidate, incumbent, holdout, params, counts)
-    return _decide(scores, w, extra, margin, z, min_records, "held-out")
+    return decide(scores, w, extra, margin, z, min_records, "held-out")
 
 
 def crossfit_gate(
@@ -122,18 +123,22 @@ def crossfit_gate(
     Record ``n`` of fold ``f`` is scored with the genome fitted on the other
     folds; what serving each answer is worth comes from the estimator fitted on
     all records (it is the measuring rod, not the thing measured, and each
-    record's own rating is part of its value anyway). Template genes are not
+    record's own rating is part of its value anyway); under ``select`` the texts' qualities
+    come from the fold itself, so the fit never saw the noise it is scored on. Template
+    genes are not
     tested here: a ``fit`` may carry template changes only once they are
     confirmed on their own evidence (the policy settles them on held-out probes).
     """
     _check(margin, z, min_records)
     fold = fold_of(keys, folds)
-    values = record_values(data, params.noise)
+    # texts: the qualities a fold is scored with come from that fold alone (text_values)
+    values = record_values(data, params.noise) if params.strategy != "select" else None
     parts = [_paired(fit(data.subset(fold != f)), incumbent, data.subset(fold == f), params,
-                     counts, values[fold == f]) for f in range(folds) if (fold == f).any()]
+                     counts, None if values is None else values[fold == f])
+             for f in range(folds) if (fold == f).any()]
     scores = np.concatenate([s for s, _, _ in parts], axis=1) if parts else np.zeros((2, 0))
     w = np.concatenate([x for _, x, _ in parts]) if parts else np.zeros(0)
-    return _decide(scores, w, (0.0, 0.0), margin, z, min_records, "cross-fitted"), fit(data)
+    return decide(scores, w, (0.0, 0.0), margin, z, min_records, "cross-fitted"), fit(data)
 
 
 def _check(margin: float, z: float, min_records: int) -> None:
@@ -159,12 +164,21 @@ def _paired(candidate: FloatArray, incumbent: FloatArray, data: Snapshot, params
     if replay.templates is not None:
         extra = template_delta(replay.templates, pair[0, data.n_weights:],
                                pair[1, data.n_weights:], replay.skill_share, len(data.providers))
-    scores: FloatArray = replay.record_scores(pair)[:, keep]
-    return scores, w[keep], extra
+    scores: FloatArray = replay.record_scores(pair)
+    if params.strategy == "select":
+        # the paired gain as per-record terms that carry the rating noise of the qualities
+        # too (see optimizers.text_values); its mean is unchanged
+        picks = replay.picks(replay.effective(pair))
+        charge = replay.charges(pair)
+        gain = text_gains(data, picks[0], picks[1], params.noise) - (charge[0] - charge[1])
+        scores = np.stack([scores[1] + gain, scores[1]])
+    return scores[:, keep], w[keep], extra
 
 
-def _decide(scores: FloatArray, w: FloatArray, extra: tuple[float, float], margin: float,
-            z: float, min_records: int, how: str) -> GateDecision:
+def decide(scores: FloatArray, w: FloatArray, extra: tuple[float, float], margin: float,
+           z: float, min_records: int, how: str) -> GateDecision:
+    """The verdict on paired record scores (2, N: candidate, incumbent) of weights ``w``,
+    with a further ``extra`` (gain, variance); ``how`` names the records in the reason."""
     n = len(w)
     total = float(w.sum())
     cand = float(scores[0] @ w / total) + extra[0] if n else 0.0

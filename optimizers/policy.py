@@ -26,11 +26,14 @@ A step:
    the weights fitted on the other folds, so no rating is set aside and small
    evidence goes further; the candidate is the agreement weights of *all* the
    evidence, with the templates settled in 5;
-8. picks the one that promotes, else the one with the strongest evidence.
+8. when the incumbent asks in waves, fits its cascade genes (``first_wave``,
+   ``stop_margin``) with its own weights, cross-fitted on the records that asked
+   everyone (:mod:`.cascade_fit`), as a third challenger;
+9. picks the one that promotes, else the one with the strongest evidence.
 
-Each of the two tests runs at half the level ``alpha = P(Z > z)``, so together
-they promote a candidate no better than the incumbent with probability at most
-``alpha``, however many steps look (see :mod:`.gate`).
+Each of the two (or three) tests runs at its share of the level ``alpha = P(Z > z)``,
+so together they promote a candidate no better than the incumbent with probability
+at most ``alpha``, however many steps look (see :mod:`.gate`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from statistics import NormalDist
 import numpy as np
 
 from alchemist.optimizers import defaults
+from alchemist.optimizers.cascade_fit import Waves, cascade_gate
 from alchemist.optimizers.data import FloatArray, Snapshot
 from alchemist.optimizers.evolve import PygadOptimizer
 from alchemist.optimizers.fitness import FitnessParams, effective_weights, skill_counts
@@ -91,6 +95,8 @@ class Verdict:
     population: FloatArray
     fitness: FloatArray
     best_fitness: float
+    #: the cascade genes to promote with it (None: the incumbent's stay)
+    waves: Waves | None = None
 
     @property
     def promote(self) -> bool:
@@ -108,12 +114,13 @@ class Policy:
 
     def step(self, incumbent: FloatArray, data: Snapshot, keys: Sequence[str],
              seeds: np.random.SeedSequence, population: FloatArray | None = None,
-             fitness: FloatArray | None = None) -> Verdict:
+             fitness: FloatArray | None = None, waves: Waves | None = None) -> Verdict:
         """One step from ``population`` (None: seed one) on ``data``, keyed by record ``keys``.
 
         ``incumbent`` is the served recipe's genome (its weights already effective);
-        ``fitness`` goes with ``population`` and says which individuals are weakest.
-        Randomness comes only from ``seeds``.
+        ``fitness`` goes with ``population`` and says which individuals are weakest;
+        ``waves``: the incumbent's cascade genes, when it asks in waves (they are then
+        fitted too, :mod:`.cascade_fit`). Randomness comes only from ``seeds``.
         """
         p = self.params
         holdout = split_holdout(keys, p.holdout_share)
@@ -122,21 +129,34 @@ class Policy:
         result = PygadOptimizer(p.fitness, generations=p.generations,
                                 stop_event=self.stop_event).step(pop, train, seeds.spawn(1)[0])
         best, agreement = self._challengers(result.best, incumbent, data, train, test)
-        # two tests, each at half the level, so together they stay within it
-        z = NormalDist().inv_cdf(1.0 - alpha_of(p.z) / 2)
+        # one test per challenger, each at its share of the level, so together they keep it
+        tests = 2 if waves is None else 3
+        z = NormalDist().inv_cdf(1.0 - alpha_of(p.z) / tests)
         flat = np.full(len(data.skills), _NO_SHRINK)  # genomes are compared as served
         held_out = gate(best, incumbent, test, p.fitness, margin=p.margin, z=z,
                         min_records=p.min_records, counts=flat)
+        # texts are scored with qualities from the tested fold alone: two halves, not five
+        # fifths, so each half's qualities rest on as many ratings as its fit does
+        folds = 2 if p.fitness.strategy == "select" else 5
         crossfit, genome = crossfit_gate(self._agreement_fit(agreement), incumbent, data, keys,
-                                         p.fitness, margin=p.margin, z=z,
+                                         p.fitness, folds=folds, margin=p.margin, z=z,
                                          min_records=p.min_records, counts=flat)
-        decisions, genomes = [held_out, crossfit], np.stack([best, genome])
-        pick = max(range(2), key=lambda i: (decisions[i].promote, decisions[i].log_lr,
-                                            decisions[i].diff - decisions[i].stderr))
+        decisions, genomes = [held_out, crossfit], [best, genome]
+        fitted: Waves | None = None
+        if waves is not None:
+            served = incumbent[: data.n_weights].reshape(len(data.skills), len(data.providers))
+            cascade, fitted = cascade_gate(data, keys, served, waves, p.fitness, margin=p.margin,
+                                           z=z, min_records=p.min_records)
+            decisions.append(cascade)
+            genomes.append(np.asarray(incumbent, np.float64))
+        pick = max(range(len(decisions)), key=lambda i: (
+            decisions[i].promote, decisions[i].log_lr, decisions[i].diff - decisions[i].stderr))
         w = data.n_weights
-        return Verdict(decisions[pick], genomes[pick],
-                       genomes[pick, :w].reshape(len(data.skills), len(data.providers)),
-                       result.population, result.fitness, float(result.best_fitness))
+        chosen = np.asarray(genomes[pick], np.float64)
+        return Verdict(decisions[pick], chosen,
+                       chosen[:w].reshape(len(data.skills), len(data.providers)),
+                       result.population, result.fitness, float(result.best_fitness),
+                       fitted if pick == 2 else None)
 
     def _agreement_fit(self, settled: FloatArray) -> Fit:
         """The agreement weights of a snapshot as a served genome, with the template genes of

@@ -16,14 +16,16 @@ from __future__ import annotations
 import numpy as np
 
 from alchemist.optimizers.data import FloatArray, Snapshot
-from alchemist.optimizers.fitness import FitnessParams
+from alchemist.optimizers.fitness import FitnessParams, Replay
 from alchemist.optimizers.templates import TemplateStats
+from alchemist.optimizers.text_values import text_quality
 
 __all__ = ["agreement_weights", "seed_population"]
 
 _UNIFORM_SHARE = 0.1  # share of seeded rows drawn uniformly, to keep diversity
 _SIGMAS = (0.05, 0.1, 0.2)  # noise levels of the variants, cycled
 _TEMPLATE_JUMP = 0.2  # share of a variant's template genes moved to another option
+_SHARPNESS = (1.0, 2.0, 4.0, 8.0, 16.0)  # powers of the quality weights under select
 
 
 def agreement_weights(data: Snapshot, params: FitnessParams) -> FloatArray:
@@ -33,7 +35,12 @@ def agreement_weights(data: Snapshot, params: FitnessParams) -> FloatArray:
     records where ``m`` answered, ``truth[n, m]`` on probe records. Rates are
     ``(agree + 1) / (seen + 2)`` pooled over all records for ``"*"``; a skill's
     rate is ``(agree_s + k * rate_*) / (seen_s + k)`` with ``k = shrink_k``.
+
+    Under ``select`` texts do not agree the way answers do (a good text need not
+    resemble the up-voted one): see :func:`_quality_weights`.
     """
+    if params.strategy == "select":
+        return _quality_weights(data, params)
     s_count, m = len(data.skills), len(data.providers)
     n = data.n_records
     agree = np.zeros((s_count, m))
@@ -63,6 +70,26 @@ def agreement_weights(data: Snapshot, params: FitnessParams) -> FloatArray:
     by_rate = rate / rate.max(axis=1, keepdims=True)
     out: FloatArray = np.where(top > 0, logit / np.where(top > 0, top, 1.0), by_rate)
     return np.clip(out, 0.0, 1.0)
+
+
+def _quality_weights(data: Snapshot, params: FitnessParams) -> FloatArray:
+    """``select``: each provider's estimated text quality
+    (:func:`~alchemist.optimizers.text_values.text_quality`) over the best's, to the power
+    of :data:`_SHARPNESS` that scores best on ``data`` (uniform while nobody's quality is
+    above 0).
+
+    The power decides how far a consensus of weaker texts may outvote a better one: at 1
+    three bland providers that resemble each other outweigh one good provider whose texts
+    resemble nobody's; at 16 the best provider's text is served unless its quality is shared.
+    """
+    quality = np.clip(text_quality(data, params.noise), 0.0, None)
+    top = quality.max(axis=1, keepdims=True)
+    base = np.where(top > 0, quality / np.where(top > 0, top, 1.0), 1.0)
+    options: FloatArray = np.stack([base ** p for p in _SHARPNESS])
+    pick = 0 if data.n_records == 0 else int(np.argmax(
+        Replay(data, params).fitness(options.reshape(len(_SHARPNESS), -1))))
+    best: FloatArray = options[pick]
+    return best
 
 
 def seed_population(

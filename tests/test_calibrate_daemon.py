@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from alchemist.daemon.learning.state import load_state
 from alchemist.daemon.storage.experience import PROBES_KEY
 from alchemist.probes.golden import import_golden
 from tests.conftest import DaemonFactory, until
@@ -58,7 +59,7 @@ async def test_the_golden_set_becomes_the_recipe_once(
     await d.stop()
     again = await daemon_factory(probes=probes, evolver=evolver, recipes=recipes)
     assert again.evolver is not None and again.recipes is not None
-    assert again.evolver._load("default").calibrated
+    assert load_state(again.evolver.dir, "default", ("a", "b", "c")).calibrated
     await again.evolver.maybe_step("default", force=True)
     latest = again.recipes.get("default")
     assert latest is not None and latest.version == 2 and again.evolver.counts["promotions"] == 0

@@ -47,7 +47,9 @@ def test_bench_replay_refuses_bad_arguments(tmp_path: Path,
 @pytest.mark.slow  # the demo runs for 4 s of wall time
 def test_demo_runs_headless_and_serves(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--duration", "4", "--headless", "--tasks", "80"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "status page and OpenAI-compatible API at http://127.0.0.1:" in captured.err
     lines = [ln for ln in out.splitlines() if ln.startswith("[")]
     assert len(lines) >= 2, out
     counts = [int(ln.split("requests ")[1].split()[0]) for ln in lines]

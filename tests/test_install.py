@@ -58,6 +58,8 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
     assert tops - dist_info == {"alchemist"}
     names = zipfile.ZipFile(wheel).namelist()
     assert "alchemist/probes/suites/arithmetic.toml" in names  # package data travels too
+    for page in ("index.html", "status.css", "status.js"):  # the status page, no build step
+        assert f"alchemist/daemon/http/static/{page}" in names
     assert "alchemist/daemon/serving/wire.py" in names
 
 

@@ -10,7 +10,7 @@ Layers, lowest first (a module may import its own layer and those below):
                       storage                          5
                       serving                          6
                       learning                         7
-                      runtime                          8
+                      runtime, http                    8
                       cli, __main__, sim, ops          9
 """
 
@@ -34,7 +34,7 @@ _LAYERS = {
     "alchemist.daemon.storage": 5,
     "alchemist.daemon.serving": 6,
     "alchemist.daemon.learning": 7,
-    "alchemist.daemon.runtime": 8,
+    "alchemist.daemon.runtime": 8, "alchemist.daemon.http": 8,
     "alchemist.daemon.cli": 9, "alchemist.daemon.__main__": 9, "alchemist.daemon.sim": 9,
     "alchemist.daemon.ops": 9,
 }

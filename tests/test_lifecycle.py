@@ -75,6 +75,9 @@ async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: Embed
             text = await resp.text()
         assert 'alchemist_requests_total{code="ok"} 1' in text
         assert 'alchemist_recipe_version{recipe="default"} 1' in text
+        tasks = next(ln for ln in text.splitlines() if ln.startswith("alchemist_event_loop_tasks "))
+        assert float(tasks.split()[1]) >= 1  # at least the scrape's own handler task
+        assert 'alchemist_experience_records{kind="rated"} 0' in text
         # reload: a second provider appears without a restart
         config["providers"].append({"name": "p2", "kind": "openai",  # type: ignore[attr-defined]
                                     "base_url": fake.base_url, "model": "m"})
@@ -103,6 +106,8 @@ async def test_notify_reload_metrics_and_stop(tmp_path: Path, nats_server: Embed
     # at debug level (and only there) the prompt itself is logged
     assert any(e.get("event") == "infer_request" and "6*7?" in json.dumps(e) for e in events)
     assert any(e.get("event") == "stopped" for e in events)
+    # the default event loop, with signals, reload and notify running on it
+    assert next(e for e in events if e.get("event") == "ready")["event_loop"] == "uvloop"
 
 
 async def test_reload_hands_each_component_its_part(daemon_factory: DaemonFactory,

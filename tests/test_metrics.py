@@ -95,6 +95,9 @@ DOCUMENTED = {
     "alchemist_inflight_requests": ("gauge", ()),
     "alchemist_breaker_open": ("gauge", ("provider",)),
     "alchemist_lease_held": ("gauge", ("lease",)),
+    "alchemist_event_loop_tasks": ("gauge", ()),
+    "alchemist_experience_records": ("gauge", ("kind",)),
+    "alchemist_experience_dropped_total": ("counter", ()),
 }
 
 
@@ -118,6 +121,8 @@ def filled() -> Metrics:
     m.set("alchemist_breaker_open", 1, provider="local-llama")
     m.set("alchemist_breaker_open", 0, provider="gpt-4o-mini")
     m.set("alchemist_lease_held", 1, lease="default")
+    m.set("alchemist_event_loop_tasks", 17)
+    m.set("alchemist_experience_records", 1200, kind="experiences")
     return m
 
 

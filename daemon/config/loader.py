@@ -24,6 +24,7 @@ from alchemist.daemon.config.sections import (
     ConfigError,
     EvolverConfig,
     ExperienceConfig,
+    HttpConfig,
     MetricsConfig,
     NatsConfig,
     ProbesConfig,
@@ -50,6 +51,7 @@ class Document(Section, frozen=True):
     breaker: BreakerPolicy = BreakerPolicy()
     metrics: MetricsConfig = MetricsConfig()
     probes: ProbesConfig = ProbesConfig()
+    http: HttpConfig = HttpConfig()
 
 
 class Config(msgspec.Struct, frozen=True):
@@ -65,6 +67,7 @@ class Config(msgspec.Struct, frozen=True):
     breaker: BreakerPolicy
     metrics: MetricsConfig
     probes: ProbesConfig
+    http: HttpConfig = HttpConfig()
     source: str = "<defaults>"
 
     def provider(self, name: str) -> ProviderOptions:
@@ -93,7 +96,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<memory>") -> Config:
     return Config(nats=doc.nats, service=doc.service, state_dir=state_dir,
                   experience=doc.experience, providers=doc.providers, recipes=recipes,
                   evolver=doc.evolver, breaker=doc.breaker, metrics=doc.metrics,
-                  probes=doc.probes, source=source)
+                  probes=doc.probes, http=doc.http, source=source)
 
 
 def _provider_names(providers: Sequence[ProviderOptions]) -> set[str]:

@@ -9,6 +9,7 @@ the key's path; rules that tie two keys together live in ``__post_init__``
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal, TypeVar
 
@@ -92,6 +93,9 @@ class ServiceConfig(Section, frozen=True):
     max_payload: Annotated[int, msgspec.Meta(ge=1024, le=64 << 20)] = 1 << 20
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0.1, le=600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: the daemon's event loop: "uvloop" (falls back to "asyncio", with a warning, where
+    #: uvloop cannot be imported) or "asyncio"; read at start only
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     def __post_init__(self) -> None:
         if not _SUBJECT_TOKEN.match(self.subject_prefix):
@@ -193,3 +197,64 @@ class MetricsConfig(Section, frozen=True):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 9464
+
+
+class HttpConfig(Section, frozen=True):
+    """The HTTP front door (OpenAI dialect and status page): off by default, loopback by default.
+
+    API keys come from one source: ``api_keys_env`` (a variable holding keys
+    separated by commas or whitespace), ``api_keys_file`` (one key a line) or
+    ``api_keys_credential`` (a systemd credential of that layout). With none, the
+    door is open: allowed only on a loopback address unless ``allow_open``.
+    """
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8080"
+    api_keys_env: str | None = None
+    api_keys_file: str | None = None
+    api_keys_credential: str | None = None
+    allow_open: bool = False
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 << 20)] = 1 << 20
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+
+    def __post_init__(self) -> None:
+        host, _ = split_listen(self.listen)
+        given = [k for k in ("api_keys_env", "api_keys_file", "api_keys_credential")
+                 if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(given)}")
+        for key in given:
+            if not getattr(self, key):
+                raise ValueError(f"{key} must not be empty (leave it out for no API keys)")
+        if self.enabled and not given and not self.allow_open and not is_loopback(host):
+            raise ValueError(f"listen = {self.listen!r} is not a loopback address and no API key "
+                             "is configured: set api_keys_env, api_keys_file or "
+                             "api_keys_credential, or allow_open = true to serve anyone")
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:8080"`` for IPv6) as host and port; ValueError if malformed."""
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f'listen must be "host:port" like "127.0.0.1:8080" or "[::1]:8080" '
+                         f"(port 0 to 65535), got {listen!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost`` or a loopback address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

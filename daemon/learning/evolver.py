@@ -56,6 +56,7 @@ from alchemist.daemon.storage.experience import PROBES_KEY, ExperienceIndex, Rat
 from alchemist.daemon.storage.recipe_store import RecipeStore
 from alchemist.daemon.tasks import cancel
 from alchemist.optimizers.calibrate import Calibration, calibrate, truth_records
+from alchemist.optimizers.cascade_fit import Waves
 from alchemist.optimizers.fitness import FitnessParams
 from alchemist.optimizers.gate import GateDecision
 from alchemist.optimizers.policy import Policy, PolicyParams, Verdict
@@ -138,7 +139,8 @@ class Evolver:
         """How the recipe's genomes are decoded and scored (``settings``: the current ones)."""
         e = settings or self.ecfg
         return FitnessParams(min_weight=recipe.min_weight, cost_weight=e.cost_weight,
-                             shrink_k=e.shrink_k, noise=e.noise)
+                             shrink_k=e.shrink_k, noise=e.noise,
+                             strategy="select" if recipe.strategy == "select" else "vote")
 
     def policy(self, recipe: Recipe, settings: EvolverConfig | None = None) -> Policy:
         """The learning step for a recipe, with the evolver's settings (``settings``: the
@@ -250,14 +252,20 @@ class Evolver:
         log.info("evolver_step", recipe=name, generation=st.generation, records=len(job.records),
                  upto=job.upto, best_fitness=round(out.verdict.best_fitness, 4),
                  promote=decision.promote, gain=round(decision.diff, 4),
-                 stderr=round(decision.stderr, 4), reason=decision.reason)
+                 stderr=round(decision.stderr, 4), reason=decision.reason,
+                 **({} if out.verdict.waves is None else {
+                     "first_wave": out.verdict.waves.first_wave,
+                     "stop_margin": out.verdict.waves.stop_margin}))
         if decision.promote:
+            waves = out.verdict.waves
+            cascade = {} if waves is None else {"first_wave": waves.first_wave,
+                                                "stop_margin": waves.stop_margin}
             new = recipe.successor(weights=out.weights, templates=out.templates, reason="evolved",
+                                   **cascade,
                                    fitness=round(decision.candidate, 6),
                                    baseline_fitness=round(decision.incumbent, 6),
                                    n_ratings=len(job.records), generation=st.generation)
-            if await self.recipes.publish(new, expected_revision=revision,
-                                          fence=self.leadership.leases):
+            if await self.recipes.publish(new, expected_revision=revision, fence=self.leadership.leases):
                 self.counts["promotions"] += 1
                 _log_adopted(new, recipe.templates)
         st.done = max(st.done, job.upto)
@@ -278,8 +286,7 @@ class Evolver:
         new = job.recipe.successor(weights=out.weights, stop_margin=margin, reason="calibrated",
                                    fitness=round(fitted.score, 6), n_ratings=len(job.records),
                                    generation=st.generation)
-        if await self.recipes.publish(new, expected_revision=revision,
-                                      fence=self.leadership.leases):
+        if await self.recipes.publish(new, expected_revision=revision, fence=self.leadership.leases):
             self.counts["promotions"] += 1
             st.calibrated = True
         log.info("evolver_calibrated", recipe=name, version=new.version, records=fitted.n,
@@ -292,10 +299,7 @@ class Evolver:
     async def _persist(self, name: str, st: _State) -> None:
         """Save the state here, and where the recipe's next leader finds it."""
         await asyncio.to_thread(self._save, name, st)
-        try:
-            await self.leadership.share(name, st)
-        except Exception as exc:  # noqa: BLE001 - the local file has it; the next step shares again
-            log.warning("evolver_state_share_failed", recipe=name, error=type(exc).__name__)
+        await self.leadership.share(name, st)
 
     async def settled(self, name: str, records: int, timeout: float = 300.0) -> None:
         """Wait until ``records`` evidence records of recipe ``name`` are indexed and every
@@ -341,16 +345,19 @@ class Evolver:
         incumbent = genome_of(recipe, skills, providers, data.templates)
         # a population of other skills, providers or templates means something else now
         carried = (skills, providers, layout) == (st.skills, st.providers, st.layout)
+        cascades = recipe.first_wave > 0 and recipe.strategy == "vote"
         verdict = self.policy(recipe, job.settings).step(
             incumbent, data, job.keys, job.seeds,
-            st.population if carried else None, st.fitness if carried else None)
+            st.population if carried else None, st.fitness if carried else None,
+            Waves(recipe.first_wave, recipe.stop_margin) if cascades else None)
         st.skills, st.providers, st.layout = skills, providers, layout
         st.population, st.fitness = verdict.population, verdict.fitness
         st.generation += job.settings.generations
         evolved = {skills[i] for i in data.templates.skill} if data.templates is not None else set()
         kept = {s: dict(row) for s, row in recipe.templates.items() if s not in evolved}
         due = job.settings.calibrate
-        if due and not st.calibrated and int(truth_records(data).sum()) >= due:
+        if due and recipe.strategy == "vote" and not st.calibrated \
+                and int(truth_records(data).sum()) >= due:
             fitted = calibrate(data, self.params(recipe, job.settings), recipe.first_wave)
             return _Outcome(verdict, weights_of(fitted.weights, skills, providers),
                             {s: dict(row) for s, row in recipe.templates.items()}, fitted)

@@ -70,7 +70,7 @@ class Leadership:
         return st
 
     async def share(self, name: str, st: State) -> None:
-        """Put the leader's state where the next leader finds it."""
+        """Put the leader's state where the next leader finds it (a failure is logged)."""
         if self.shared is None or self.leases is None or not self.leases.holds(name):
             return
         data = dump_state(st)
@@ -82,7 +82,10 @@ class Leadership:
                 log.warning("evolver_state_not_shared", recipe=name, bytes=len(data),
                             limit=self.max_value)
             return
-        await self.shared.put(name, data)
+        try:
+            await self.shared.put(name, data)
+        except Exception as exc:  # noqa: BLE001 - the local file has it; the next step shares again
+            log.warning("evolver_state_share_failed", recipe=name, error=type(exc).__name__)
 
     async def close(self) -> None:
         """Release the leases (another instance takes them at once)."""

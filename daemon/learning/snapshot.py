@@ -118,6 +118,7 @@ def _records(records: Sequence[Rated], skills: Sequence[str], providers: Sequenc
     propensity = np.ones(n, np.float32)
     truth = np.full((n, m), np.nan, np.float32)
     weight = np.ones(n, np.float32)
+    complete = np.zeros(n, bool)
     cost_sum = np.zeros(m)
     for r, rec in enumerate(records):
         e = rec.experience
@@ -131,6 +132,7 @@ def _records(records: Sequence[Rated], skills: Sequence[str], providers: Sequenc
         served[r] = idx[e.served] if 0 <= e.served < len(idx) and idx[e.served] >= 0 else 0
         reward[r] = 1.0 if rec.rating > 0 else 0.0
         propensity[r] = e.propensity
+        complete[r] = not e.waves and rec.truth is None  # a rated request that asked at once
         if rec.truth is not None:
             reward[r] = np.nan
             weight[r] = probe_weight
@@ -146,7 +148,8 @@ def _records(records: Sequence[Rated], skills: Sequence[str], providers: Sequenc
     weight[[rec.user == TRIAL_USER for rec in records]] = 0.0
     return Snapshot(skills=tuple(skills), providers=tuple(providers), skill=skill,
                     answered=answered, sim=sim, served=served, reward=reward,
-                    propensity=propensity, truth=truth, weight=weight, cost=cost)
+                    propensity=propensity, truth=truth, weight=weight, cost=cost,
+                    complete=complete)
 
 
 def _options(records: Sequence[Rated], providers: Sequence[str],

@@ -32,10 +32,12 @@ from alchemist.adapters import (
     make_session,
 )
 from alchemist.daemon.config import Config, load_config
+from alchemist.daemon.http import FrontDoor, open_front_door
 from alchemist.daemon.learning.evolver import Evolver
 from alchemist.daemon.learning.feedback import FeedbackConsumer
 from alchemist.daemon.learning.prober import PROBER_LEASE, Prober
 from alchemist.daemon.runtime.cluster import instance_id, leadership, service_identity
+from alchemist.daemon.runtime.launch import loop_name
 from alchemist.daemon.runtime.notify import Notifier
 from alchemist.daemon.runtime.reload import (
     adapters,
@@ -45,6 +47,7 @@ from alchemist.daemon.runtime.reload import (
     quietly,
     restart_keys,
 )
+from alchemist.daemon.runtime.scrape import collect
 from alchemist.daemon.serving.micro import MeteredService, add_metered_service
 from alchemist.daemon.serving.service import SELF_CHECK, InferenceService
 from alchemist.daemon.storage.broker import EmbeddedNats, connect, redact_url
@@ -86,8 +89,9 @@ class Daemon:
         self.templates: dict[str, tuple[Template, ...]] = {}
         self._micro: MeteredService | None = None
         self._metrics_runner: web.AppRunner | None = None
+        self.http: FrontDoor | None = None  # the [http] front door, when enabled
         self.metrics = Metrics()
-        self.metrics.add_collector(self._collect)
+        self.metrics.add_collector(lambda m: collect(self, m))
         self._stopped = False
         self.started_at = time.time()
 
@@ -133,6 +137,7 @@ class Daemon:
         self.prober = self._prober(suites, self.service, self.recipes, self.streams, self.nc)
         await self.prober.start()
         await self._serve(self.service, self.nc)
+        self.http = await open_front_door(cfg.http, self)
 
     async def _connect(self) -> Client:
         """Start the embedded broker when configured, then connect."""
@@ -185,7 +190,7 @@ class Daemon:
                                                        cfg.metrics.port)
             log.info("metrics_serving", url=f"http://{cfg.metrics.host}:"
                      f"{bound_port(self._metrics_runner)}/metrics")
-        log.info("ready", url=redact_url(self.url), subject=subject,
+        log.info("ready", url=redact_url(self.url), subject=subject, event_loop=loop_name(),
                  providers=list(self.providers), recipes=sorted(self.recipes.current)
                  if self.recipes else [], state_dir=str(cfg.state_dir))
 
@@ -206,32 +211,6 @@ class Daemon:
                 if time.monotonic() > give_up:
                     raise
                 await asyncio.sleep(0.01)
-
-    def _collect(self, m: Metrics) -> None:
-        """Copy the running totals kept elsewhere into the metrics, at scrape time."""
-        if self.service is not None:
-            for key, value in self.service.counts.items():
-                if key == "ok" or key.startswith("error_"):
-                    m.set("alchemist_requests_total", value, code=key.removeprefix("error_"))
-            m.set("alchemist_inflight_requests", self.service.inflight)
-            m.clear("alchemist_breaker_open")  # providers removed by a reload disappear
-            for name, breaker in self.service.fanout.breakers.items():
-                m.set("alchemist_breaker_open", 1.0 if breaker.state == "open" else 0.0,
-                      provider=name)
-        if self.feedback is not None:
-            for outcome, value in self.feedback.counts.items():
-                m.set("alchemist_ratings_total", value, outcome=outcome)
-        if self.evolver is not None:
-            m.set("alchemist_evolver_generations_total", self.evolver.counts["generations"])
-            m.set("alchemist_promotions_total", self.evolver.counts["promotions"])
-        if self.recipes is not None:
-            m.clear("alchemist_weight")
-            for recipe in self.recipes.current.values():
-                m.set("alchemist_recipe_version", recipe.version, recipe=recipe.name)
-                for skill, row in recipe.weights.items():
-                    for provider, weight in row.items():
-                        m.set("alchemist_weight", weight, recipe=recipe.name, skill=skill,
-                              provider=provider)
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: requests, errors, ratings, recipe versions."""
@@ -316,6 +295,8 @@ class Daemon:
         left = 0
         if self._micro is not None:
             await quietly(self._micro.stop)
+        if self.http is not None:
+            await quietly(self.http.stop)
         if self.service is not None:
             left = await self.service.drain(self.cfg.service.drain_timeout_s)
         for part in (self.prober, self.feedback, self.evolver, self.recipes, self.streams):

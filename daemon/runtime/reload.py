@@ -5,7 +5,7 @@ evolver settings and probe settings. The keys in :data:`RESTART_ONLY` are
 read once, at start: the NATS connection, the state dir (the embedded
 server's store, the ``nats.url`` file, the evolver's populations), the
 subject prefix (subscriptions, streams and buckets are named by it), the log
-level (the CLI's ``--log-level`` may override it, and the daemon cannot tell),
+level (the CLI's ``--log-level`` may override it, and the daemon cannot tell), the event loop,
 the metrics endpoint, the experience bounds (the streams and the index are
 built with them), whether the prober runs and where its suites are, and the
 per-user rating cap (rebuilding it would forget who has rated what). A reload
@@ -33,8 +33,9 @@ log = structlog.get_logger("alchemist")
 #: section -> its keys a reload cannot apply (None: every key of the section); and ``state.dir``
 RESTART_ONLY: Mapping[str, tuple[str, ...] | None] = {
     "nats": None,
-    "service": ("subject_prefix", "log_level"),
+    "service": ("subject_prefix", "log_level", "event_loop"),
     "metrics": None,
+    "http": None,
     "experience": None,
     "probes": ("enabled", "suites_dir", "shipped_suites"),
     "evolver": ("user_cap", "user_window_s", "lease_s"),

@@ -45,6 +45,7 @@ from alchemist.daemon.serving.wire import (
 from alchemist.daemon.storage.experience import Experience
 from alchemist.daemon.storage.recipe_store import RecipeStore
 from alchemist.daemon.storage.streams import Streams
+from alchemist.daemon.telemetry.logs import debug_enabled
 from alchemist.daemon.telemetry.metrics import Metrics
 from alchemist.probes.router import SkillRouter
 from alchemist.probes.suites import Template, apply_template
@@ -76,6 +77,8 @@ class InferenceService:
         self.rng = rng or random.Random()
         self.inflight = 0
         self.counts: Counter[str] = Counter()
+        #: the confidences of the answers served, summed (the status page's timeline)
+        self.confidence_sum = 0.0
         self.metrics = metrics
         self.router = router
         #: the probe suites' templates: skill -> template name -> template
@@ -87,6 +90,11 @@ class InferenceService:
         self.reply_limit = 1 << 20
         #: what ``$SRV.STATS`` reports for the endpoint: requests, errors, processing time
         self.meter = EndpointMeter()
+        if streams is not None:  # records the journal could not get acknowledged
+            streams.journal.on_drop = self._dropped
+
+    def _dropped(self, n: int) -> None:
+        self.counts["experience_dropped"] += n
 
     # -- NATS edge -----------------------------------------------------------------------
 
@@ -145,48 +153,42 @@ class InferenceService:
         request_id = new_request_id()
         failed: str | None = None
         replied = False  # once the answer is out, the request counts by it, whatever follows
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                hops = parse_hops(req.headers)
-                request = parse_request(decode(req.data, as_json), self.cfg.service.max_deadline_ms)
-                reply, exp = await self.infer(request, request_id, hops=hops)
-                body = encode(reply, as_json)
-                if len(body) > self.reply_limit:
-                    raise InferError("payload_too_large", f"the fused reply is {len(body)} bytes, "
-                                     f"over the broker's limit of {self.reply_limit}; ask for "
-                                     "fewer max_tokens or leave out include_candidates")
-                await req.respond(body, headers=JSON_HEADERS if as_json else None)
-                replied = True
-                self.counts["ok"] += 1
-                if self.metrics is not None:
-                    self.metrics.observe("alchemist_request_latency_seconds",
-                                         reply["latency_ms"] / 1000)
-                if exp is not None and self.streams is not None:
-                    await self._record(exp)
-            except InferError as exc:
-                failed = _described(exc)
-                await self._reply_error(req, as_json, exc)
-            except asyncio.CancelledError:
-                if not replied:  # cancelled while recording: the requester has its answer
-                    failed = "cancelled: the daemon stopped before it answered"
-                raise
-            except Exception:
-                log.exception("infer_internal_error")
-                error = InferError("internal", f"internal error while serving request "
-                                   f"{request_id}; it is logged under that id")
-                failed = _described(error)
-                await self._reply_error(req, as_json, error)
-            finally:
-                self.inflight -= 1
-                self.meter.record(started, failed)
-
-    async def _record(self, exp: Experience) -> None:
-        assert self.streams is not None
+        # this task's own context (a copy made by create_task): no need to unbind after
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            await self.streams.record(exp)
-        except Exception as exc:  # noqa: BLE001 - the reply went out; a lost record is logged
-            self.counts["experience_dropped"] += 1
-            log.warning("experience_not_recorded", error=type(exc).__name__)
+            hops = parse_hops(req.headers)
+            request = parse_request(decode(req.data, as_json), self.cfg.service.max_deadline_ms)
+            reply, exp = await self.infer(request, request_id, hops=hops)
+            body = encode(reply, as_json)
+            if len(body) > self.reply_limit:
+                raise InferError("payload_too_large", f"the fused reply is {len(body)} bytes, "
+                                 f"over the broker's limit of {self.reply_limit}; ask for "
+                                 "fewer max_tokens or leave out include_candidates")
+            await req.respond(body, headers=JSON_HEADERS if as_json else None)
+            replied = True
+            self.counts["ok"] += 1
+            self.confidence_sum += reply["confidence"]
+            if self.metrics is not None:
+                self.metrics.observe("alchemist_request_latency_seconds",
+                                     reply["latency_ms"] / 1000)
+            if exp is not None and self.streams is not None:
+                self.streams.record(exp)  # published in the journal's next batch
+        except InferError as exc:
+            failed = _described(exc)
+            await self._reply_error(req, as_json, exc)
+        except asyncio.CancelledError:
+            if not replied:  # cancelled while recording: the requester has its answer
+                failed = "cancelled: the daemon stopped before it answered"
+            raise
+        except Exception:
+            log.exception("infer_internal_error")
+            error = InferError("internal", f"internal error while serving request "
+                               f"{request_id}; it is logged under that id")
+            failed = _described(error)
+            await self._reply_error(req, as_json, error)
+        finally:
+            self.inflight -= 1
+            self.meter.record(started, failed)
 
     async def _reply_error(self, req: Request, as_json: bool, exc: InferError) -> None:
         self.counts[f"error_{exc.code}"] += 1
@@ -303,8 +305,9 @@ class InferenceService:
         started = loop.time()
         recipe = self._recipe(request.recipe)
         skill = request.skill or self._route(request)
-        log.debug("infer_request", recipe=recipe.name, skill=skill,  # prompts only at debug
-                  messages=[{"role": m.role, "content": m.content} for m in request.messages])
+        if debug_enabled():  # prompts only at debug; nothing is built at info
+            log.debug("infer_request", recipe=recipe.name, skill=skill,
+                      messages=[{"role": m.role, "content": m.content} for m in request.messages])
         spec = request.answer or recipe.answer
         called, row, explores = self._plan(recipe, skill)
         # the explore draw, taken now (in arrival order, like _plan's): with a seeded ``rng``
@@ -331,10 +334,11 @@ class InferenceService:
         if request.include_candidates:
             reply["candidates"] = [{"provider": c.provider, "text": c.text, "answer": c.answer,
                                     "weight": c.weight} for c in candidates]
-        log.info("infer_ok", recipe=recipe.name, version=recipe.version, skill=skill,
-                 provider=reply["provider"], confidence=reply["confidence"],
-                 latency_ms=reply["latency_ms"], called=len(outcomes), answered=len(candidates),
-                 waves=outcomes[-1].wave, ended=ended)
+        if debug_enabled():  # one line per answer, at debug only
+            log.debug("infer_ok", recipe=recipe.name, version=recipe.version, skill=skill,
+                      provider=reply["provider"], confidence=reply["confidence"],
+                      latency_ms=reply["latency_ms"], called=len(outcomes),
+                      answered=len(candidates), waves=outcomes[-1].wave, ended=ended)
         exp = experience_of(request_id, recipe, skill, fused.strategy, outcomes, candidates,
                             fused.sim, reply["provider"], propensity, templates,
                             cascaded=cascade is not None)
@@ -351,7 +355,8 @@ class InferenceService:
 
     def _maybe_explore(self, candidates: list[Candidate], fused: Fused, explore: float,
                        draw: float) -> tuple[int, float]:
-        """Sometimes serve the runner-up answer, so ratings reach answers the recipe would not pick.
+        """Sometimes serve another answer, so ratings reach answers the recipe would not pick:
+        under ``vote`` the runner-up group, under ``select`` a rival text drawn uniformly.
 
         Only uncertain requests explore (the winner holds less than
         ``EXPLORE_BELOW`` of the weight): a near-unanimous answer is not worth
@@ -365,9 +370,14 @@ class InferenceService:
                   if sim[pick][i] < 0.5 and candidates[i].answer is not None]
         if not rivals:
             return pick, 1.0
-        if draw < explore:
-            return max(rivals, key=lambda i: fused.scores[i]), explore
-        return pick, 1.0 - explore
+        if draw >= explore:
+            return pick, 1.0 - explore
+        if fused.strategy == "select":
+            # texts: any rival, uniformly; the runner-up by consensus is consensus again, and
+            # a text unlike all the others would never be served, rated or learned about
+            return rivals[min(int(draw / explore * len(rivals)), len(rivals) - 1)], \
+                explore / len(rivals)
+        return max(rivals, key=lambda i: fused.scores[i]), explore
 
 
 def _described(exc: InferError) -> str:

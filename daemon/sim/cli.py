@@ -149,7 +149,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     settings = LoopSettings(answer=spec, rated=args.rated, noise=args.noise, seed=args.seed,
                             concurrency=args.concurrency, latency=latency, failure_rate=failure,
                             deadline_ms=3000,
-                            evolver={"min_new_ratings": 10, "interval_s": 1.0, "min_ratings": 20})
+                            evolver={"min_new_ratings": 10, "interval_s": 1.0, "min_ratings": 20},
+                            http={"enabled": True, "listen": args.http} if args.http != "off" else {})
     headless = args.headless or not sys.stdout.isatty()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -167,6 +168,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     async with Harness(replay, settings) as h:
         print(f"NATS at {h.daemon.url if h.daemon else '?'} — try: alchemist ask --url "
               f"{h.daemon.url if h.daemon else '?'} 'What is 2+2?'", file=sys.stderr)
+        if h.daemon and h.daemon.http:
+            print(f"status page and OpenAI-compatible API at {h.daemon.http.url}/ — try: "
+                  f"curl {h.daemon.http.url}/v1/models", file=sys.stderr)
         await h.drive(endless(), stop=stop,
                       on_tick=lambda _: print(_screen(h, label, headless), flush=True))
     print(f"\nserved {h.progress.done} requests; accuracy {h.progress.served_pct:.1f}%, "
@@ -224,4 +228,7 @@ def add_sim_verbs(sub: Any) -> None:
     d.add_argument("--concurrency", type=int, default=8)
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.add_argument("--headless", action="store_true", help="one status line a second")
+    d.add_argument("--http", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="the HTTP front door and status page (default: a free loopback port; "
+                   "off: none)")
     d.set_defaults(fn=cmd_demo)

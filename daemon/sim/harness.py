@@ -61,6 +61,8 @@ class LoopSettings:
     lockstep: bool = False
     #: the daemon's ``probes`` section (``bench replay --golden``: see :mod:`.golden`)
     probes: Mapping[str, Any] = field(default_factory=dict)
+    #: the daemon's ``http`` section (the demo turns the front door on)
+    http: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -128,6 +130,7 @@ class Harness:
                                                "stop_margin": self.s.stop_margin}}},
             "evolver": evolver,
             "probes": dict(self.s.probes),
+            "http": dict(self.s.http),
         }, "<simulation>")
 
     async def __aenter__(self) -> Harness:

@@ -6,7 +6,8 @@
 | ALCHEMIST_EXPERIENCE   | ``<prefix>.experience`` | one :class:`Experience` per answer     |
 | ALCHEMIST_RATED        | ``<prefix>.rated``      | ratings joined to their experience     |
 
-Each stream is bounded by count, bytes and age. Followers are ordered push
+Experience records are published in batches with asynchronous acks
+(:mod:`.journal`). Each stream is bounded by count, bytes and age. Followers are ordered push
 consumers from the start of the (bounded) stream, so a restarted instance
 rebuilds its in-memory index, and survive broker restarts on their own.
 """
@@ -25,6 +26,7 @@ from nats.js.errors import BadRequestError
 
 from alchemist.daemon.config import Config
 from alchemist.daemon.storage.experience import Experience, ExperienceIndex, Rated, pack, unpack
+from alchemist.daemon.storage.journal import Journal
 
 log = structlog.get_logger("alchemist.streams")
 
@@ -51,6 +53,8 @@ class Streams:
         self.index = index
         self._subs: list[Any] = []
         self._seen: dict[str, int] = {}  # last stream sequence each follower applied
+        #: the experience records' publisher (started by :meth:`ensure`)
+        self.journal = Journal(nc, f"{self.prefix}.experience")
 
     @property
     def feedback_subject(self) -> str:
@@ -67,6 +71,8 @@ class Streams:
         await self._ensure(name=self.rated_stream, subjects=[f"{self.prefix}.rated"],
                            max_msgs=exp.max_records, max_bytes=exp.stream_max_bytes, max_age=age,
                            duplicate_window=3600.0)
+        if not self.journal.started:
+            await self.journal.start()
 
     async def _ensure(self, **config: Any) -> None:
         config.update(storage=StorageType.FILE, num_replicas=self.cfg.nats.replicas)
@@ -127,11 +133,11 @@ class Streams:
         state = (await self.js.stream_info(self.experience_stream)).state
         return self._seen.get(self.experience_stream, 0) < state.last_seq
 
-    async def record(self, exp: Experience) -> None:
-        """Journal an experience (this instance indexes it at once)."""
+    def record(self, exp: Experience) -> None:
+        """Journal an experience: this instance indexes it at once, and the journal
+        publishes it with the next batch (see :mod:`.journal`)."""
         self.index.add_experience(exp)
-        await self.js.publish(f"{self.prefix}.experience", pack(exp.to_wire()),
-                              headers={"Nats-Msg-Id": exp.request_id})
+        self.journal.add(pack(exp.to_wire()), exp.request_id)
 
     async def rate(self, rec: Rated) -> None:
         """Journal a rated record (durable first, then indexed: a failed publish leaves
@@ -142,6 +148,8 @@ class Streams:
         self.index.add_rated(rec)
 
     async def close(self) -> None:
+        """Publish the records still buffered (their acks awaited, bounded), then stop following."""
+        await self.journal.close()
         for sub in self._subs:
             try:
                 await sub.unsubscribe()

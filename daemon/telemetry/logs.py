@@ -88,13 +88,26 @@ def scrubbed(renderer: Processor) -> Processor:
     return render
 
 
+#: whether debug lines are printed: True until :func:`configure` sets a level (structlog's
+#: default prints every level)
+_debug = True
+
+
+def debug_enabled() -> bool:
+    """Whether a ``log.debug`` line would be printed: the hot path asks before it builds
+    one, so per-request lines cost nothing at info level."""
+    return _debug
+
+
 def configure(level: str = "info", stream: TextIO | None = None, *, json: bool = True) -> None:
     """Route structlog and the stdlib loggers of our dependencies to one stream of JSON lines.
 
     Stdlib records show from ``warning`` up (or from ``level`` if higher): our
     dependencies are chatty at info.
     """
+    global _debug  # one process-wide level, as structlog's configuration is
     lvl = getattr(logging, level.upper())
+    _debug = lvl <= logging.DEBUG
     out = stream or sys.stderr
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -29,6 +29,13 @@ Metrics (stable names; labels in braces)
 * ``alchemist_lease_held{lease}`` (gauge): 1 while this instance holds the lease (a recipe's
   name: it evolves that recipe; ``_prober``: it probes), else 0. Summed over instances, 0
   for longer than a lease means nobody learns.
+* ``alchemist_event_loop_tasks`` (gauge): asyncio tasks alive on the daemon's event loop (flat
+  under steady load; a climb is a task leak).
+* ``alchemist_experience_records{kind}`` (gauge): records held in memory by the experience
+  index, by kind (``experiences``, ``rated``); bounded by ``experience.max_records`` each.
+* ``alchemist_experience_dropped_total`` (counter): experience records the broker did not
+  take (no ack within 5 s, an error ack, the journal's buffer full); their ratings will be
+  rejected as unknown. Alert on any increase.
 
 Histograms use fixed buckets (:data:`LATENCY_BUCKETS`, 5 ms .. 120 s). Metrics
 without labels are exposed from the start (at 0). No ``_created`` series are
@@ -119,6 +126,14 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("alchemist_lease_held", "gauge",
                "1 while this instance holds the lease (a recipe's evolver, or _prober), else 0.",
                ("lease",), scraped=True),
+    MetricSpec("alchemist_event_loop_tasks", "gauge",
+               "Asyncio tasks alive on the daemon's event loop.", scraped=True),
+    MetricSpec("alchemist_experience_records", "gauge",
+               "Records held in memory by the experience index, by kind.", ("kind",),
+               scraped=True),
+    MetricSpec("alchemist_experience_dropped_total", "counter",
+               "Experience records the broker did not take (no ack, an error, a full buffer).",
+               scraped=True),
 )
 
 
