@@ -194,7 +194,8 @@ class FeedbackConsumer:
     async def handle_batch(self, msgs: Sequence[Msg]) -> list[str]:
         """Process fetched messages; returns each one's outcome (also counted in ``counts``).
 
-        Each is decided in order (parse, duplicate, unknown, user cap); the
+        Each is decided in order (parse, duplicate, unknown), then the user caps of
+        those left are checked together (:meth:`SharedCap.allow_many`); the
         accepted ones are then journalled in ``ALCHEMIST_RATED`` all at once, and
         each is acked once its record is durable. One awaited publish per rating
         in turn kept the consumer at about 20 ratings/s on a daemon busy serving
@@ -216,6 +217,7 @@ class FeedbackConsumer:
                 keys.add(rec.key)
                 accepted.append((len(outcomes), msg, rec))
             outcomes.append(outcome)
+        accepted = await self._capped(accepted, outcomes)
         results = await asyncio.gather(*(self.streams.rate(rec) for _, _, rec in accepted),
                                        return_exceptions=True)
         for (i, msg, rec), result in zip(accepted, results, strict=True):
@@ -228,6 +230,25 @@ class FeedbackConsumer:
                      version=rec.experience.version)
             outcomes[i] = self._count("accepted")
         return outcomes
+
+    async def _capped(self, accepted: list[tuple[int, Msg, Rated]],
+                      outcomes: list[str]) -> list[tuple[int, Msg, Rated]]:
+        """The ratings within their users' caps (one compare-and-set per user of the batch,
+        all at once); the others are acked as rejected, or left for redelivery."""
+        assert self.cap is not None, "start() first"
+        allowed = await self.cap.allow_many([rec.user for _, _, rec in accepted])
+        kept = []
+        for (i, msg, rec), ok in zip(accepted, allowed, strict=True):
+            if isinstance(ok, BaseException):
+                outcomes[i] = await self._not_processed(msg, ok)
+            elif ok:
+                kept.append((i, msg, rec))
+            else:
+                log.warning("feedback_rejected", reason="user_cap",
+                            request_id=rec.experience.request_id)
+                await msg.ack()
+                outcomes[i] = self._count("rejected_user_cap")
+        return kept
 
     async def _not_processed(self, msg: Msg, exc: BaseException) -> str:
         log.warning("feedback_not_processed", error=type(exc).__name__)
@@ -260,12 +281,7 @@ class FeedbackConsumer:
             log.warning("feedback_rejected", reason="unknown_request", request_id=fb.request_id)
             await msg.ack()
             return self._count("rejected_unknown"), None
-        assert self.cap is not None, "start() first"
-        if not await self.cap.allow(fb.user):
-            log.warning("feedback_rejected", reason="user_cap", request_id=fb.request_id)
-            await msg.ack()
-            return self._count("rejected_user_cap"), None
-        return "accept", Rated(exp, fb.rating, fb.user, fb.ts)
+        return "accept", Rated(exp, fb.rating, fb.user, fb.ts)  # if within the user's cap
 
     def _count(self, outcome: str) -> str:
         self.counts[outcome] += 1

@@ -14,12 +14,17 @@ that was not stored (stricter, never looser).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
+from collections import Counter
+from collections.abc import Sequence
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from alchemist.daemon.storage.experience import BoundedMap
 
 __all__ = ["SharedCap", "limits_bucket"]
 
@@ -38,8 +43,10 @@ class CapContention(RuntimeError):
 class SharedCap:
     """At most ``cap`` accepted ratings per user in any ``window_s``, across instances."""
 
-    def __init__(self, kv: KeyValue, cap: int, window_s: float) -> None:
+    def __init__(self, kv: KeyValue, cap: int, window_s: float, max_users: int = 100_000) -> None:
         self.kv, self.cap, self.window_s = kv, cap, window_s
+        #: per user key, the revision and times this instance last wrote or read (bounded)
+        self._known = BoundedMap(max_users)
 
     @staticmethod
     def key(user: str) -> str:
@@ -47,24 +54,60 @@ class SharedCap:
 
     async def allow(self, user: str) -> bool:
         """Take one of ``user``'s slots now; False when the window's are all taken."""
+        return await self._take(user, 1) == 1
+
+    async def allow_many(self, users: Sequence[str]) -> list[bool | BaseException]:
+        """:meth:`allow` for each of ``users`` in order (a user's first ones get its free
+        slots), one compare-and-set per distinct user, all at once; a user whose count
+        could not be written gets the exception for each of its entries."""
+        wanted = Counter(users)
+        results = await asyncio.gather(*(self._take(u, n) for u, n in wanted.items()),
+                                       return_exceptions=True)
+        left: dict[str, int | BaseException] = dict(zip(wanted, results, strict=True))
+        out: list[bool | BaseException] = []
+        for user in users:
+            granted = left[user]
+            if isinstance(granted, BaseException):
+                out.append(granted)
+                continue
+            out.append(granted > 0)
+            left[user] = max(0, granted - 1)
+        return out
+
+    async def _take(self, user: str, n: int) -> int:
+        """Take up to ``n`` of ``user``'s free slots now; how many were taken.
+
+        One round trip when this instance wrote the user's count last (or the user has
+        none): the write goes out with the revision it remembers, and only a failed
+        compare-and-set reads the bucket. A remembered count can only be short of the
+        real one (every instance only adds), so a refusal from it is sound.
+        """
         key = self.key(user)
+        known: tuple[int, list[float]] | None = self._known.get(key)
         for _ in range(_TRIES):
-            try:
-                entry = await self.kv.get(key)
-                times, revision = json.loads(entry.value or b"[]"), entry.revision or 0
-            except KeyNotFoundError:
-                times, revision = [], 0
+            revision, times = known if known is not None else (0, [])
             now = time.time()
             times = [t for t in times if now - t <= self.window_s]
-            if len(times) >= self.cap:
-                return False
-            data = json.dumps([*times, round(now, 3)][-self.cap:]).encode()
+            taken = min(n, self.cap - len(times))
+            if taken <= 0:
+                return 0
+            times = [*times, *[round(now, 3)] * taken][-self.cap:]
             try:
                 if revision:
-                    await self.kv.update(key, data, last=revision)
+                    revision = await self.kv.update(key, json.dumps(times).encode(), last=revision)
                 else:
-                    await self.kv.create(key, data)
-                return True
-            except KeyWrongLastSequenceError:
-                continue  # another instance took a slot of this user's meanwhile: read again
+                    revision = await self.kv.create(key, json.dumps(times).encode())
+            except KeyWrongLastSequenceError:  # another instance wrote it since: read it
+                known = await self._read(key)
+                continue
+            self._known.pop(key, None)  # put() keeps an existing entry: replace it
+            self._known.put(key, (revision, times))
+            return taken
         raise CapContention(f"the rating count of one user changed {_TRIES} times in a row")
+
+    async def _read(self, key: str) -> tuple[int, list[float]]:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return 0, []
+        return entry.revision or 0, json.loads(entry.value or b"[]")
