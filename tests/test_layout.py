@@ -11,7 +11,7 @@ Layers, lowest first (a module may import its own layer and those below):
                       serving                          6
                       learning                         7
                       runtime, http                    8
-                      cli, __main__, sim               9
+                      cli, __main__, sim, ops          9
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _LAYERS = {
     "alchemist.daemon.learning": 7,
     "alchemist.daemon.runtime": 8, "alchemist.daemon.http": 8,
     "alchemist.daemon.cli": 9, "alchemist.daemon.__main__": 9, "alchemist.daemon.sim": 9,
+    "alchemist.daemon.ops": 9,
 }
 #: same-level siblings that must stay apart
 _APART = {("alchemist.answers", "alchemist.adapters"), ("alchemist.adapters", "alchemist.answers"),

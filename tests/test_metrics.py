@@ -94,6 +94,7 @@ DOCUMENTED = {
     "alchemist_weight": ("gauge", ("recipe", "skill", "provider")),
     "alchemist_inflight_requests": ("gauge", ()),
     "alchemist_breaker_open": ("gauge", ("provider",)),
+    "alchemist_lease_held": ("gauge", ("lease",)),
     "alchemist_event_loop_tasks": ("gauge", ()),
     "alchemist_experience_records": ("gauge", ("kind",)),
     "alchemist_experience_dropped_total": ("counter", ()),
@@ -119,6 +120,7 @@ def filled() -> Metrics:
     m.dec("alchemist_inflight_requests")
     m.set("alchemist_breaker_open", 1, provider="local-llama")
     m.set("alchemist_breaker_open", 0, provider="gpt-4o-mini")
+    m.set("alchemist_lease_held", 1, lease="default")
     m.set("alchemist_event_loop_tasks", 17)
     m.set("alchemist_experience_records", 1200, kind="experiences")
     return m
@@ -163,6 +165,7 @@ def test_render_round_trip() -> None:
     assert value(families, "alchemist_inflight_requests") == 2
     assert value(families, "alchemist_breaker_open", provider="local-llama") == 1
     assert value(families, "alchemist_breaker_open", provider="gpt-4o-mini") == 0
+    assert value(families, "alchemist_lease_held", lease="default") == 1
     assert check_histograms(families) == 3
     fused = "alchemist_request_latency_seconds"
     assert value(families, fused + "_count") == 6

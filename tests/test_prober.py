@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
 
-from alchemist.daemon.learning.prober import COST_SLOT_S, Budget, accuracy_table
+from alchemist.daemon.learning.budget import COST_SLOT_S, Budget
+from alchemist.daemon.learning.prober import accuracy_table
+from alchemist.daemon.storage.experience import PROBES_KEY, Experience, Rated
 from tests.conftest import DaemonFactory, infer, until
 from tests.fakes import Behaviour, FakeOpenAI
 from tests.scenarios import math_and_code, specialist
@@ -115,3 +118,24 @@ async def test_requests_without_a_skill_are_routed(daemon_factory: DaemonFactory
                                        "does it sell in total?"})
     exp = d.index.get(reply["request_id"])
     assert exp is not None and exp.skill == "math"
+
+
+def test_a_budget_from_the_journal_counts_what_was_spent_before() -> None:
+    """A restarted prober, or the next holder of the prober lease, starts from the probe
+    records of the rated stream: the last hour's calls and the last day's costs."""
+    now = time.time()
+
+    def record(age_s: float, n: int, cost: float, truth: bool = True) -> Rated:
+        exp = Experience(request_id=f"p{age_s}", recipe=PROBES_KEY, version=0, skill="math",
+                         strategy="vote", providers=tuple("abc"[:n]), answered=(True,) * n,
+                         answers=("1",) * n, sim=(1.0,) * (n * n), served=0,
+                         cost=(cost / n,) * n)
+        return Rated(exp, 0, "probe" if truth else "u1", now - age_s,
+                     (1.0,) * n if truth else None)
+
+    journal = [record(60, 3, 0.3), record(7200, 2, 0.2), record(90_000, 3, 5.0),
+               record(30, 3, 9.0, truth=False)]  # a day old; a user's rating: not probes
+    budget = Budget.from_journal(4, 1.0, journal)
+    assert budget.allows(1, time.monotonic()) and not budget.allows(2, time.monotonic())
+    assert budget.calls_last_hour == 3
+    assert abs(budget.spent(time.monotonic()) - 0.5) < 1e-9

@@ -147,10 +147,12 @@ async def test_steps_far_behind_skip_to_the_latest_boundary(
 
 async def test_a_seed_gives_the_same_population_for_the_same_evidence(
         daemon_factory: DaemonFactory, nc: Client, two_answers: FakeOpenAI) -> None:
-    seeded = {**QUIET, "seed": 11}
+    # no lease (lease_s = 0): every instance learns, so their populations can be compared
+    seeded = {**QUIET, "seed": 11, "lease_s": 0}
     one = await daemon_factory(models=["a", "b"], state="one", evolver=seeded)
     two = await daemon_factory(models=["a", "b"], state="two", evolver=seeded)
-    other = await daemon_factory(models=["a", "b"], state="other", evolver={**QUIET, "seed": 12})
+    other = await daemon_factory(models=["a", "b"], state="other",
+                                 evolver={**QUIET, "seed": 12, "lease_s": 0})
     await _rate_requests(nc, 20)
     daemons = [one, two, other]
     for d in daemons:

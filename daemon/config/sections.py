@@ -65,6 +65,8 @@ class NatsConfig(Section, frozen=True):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_handshake_first: bool = False
+    #: copies of every stream and KV bucket the daemon creates (3 on a three-node cluster)
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
 
     def __post_init__(self) -> None:
         if not self.embedded and not _NATS_SCHEMES.match(self.url.split(",")[0].strip()):
@@ -159,6 +161,13 @@ class EvolverConfig(Section, frozen=True):
     calibrate: Annotated[int, msgspec.Meta(ge=0)] = 0
     user_cap: Annotated[int, msgspec.Meta(ge=1)] = 200
     user_window_s: Annotated[float, msgspec.Meta(ge=1.0)] = 3600.0
+    #: seconds a recipe's evolver lease lasts without renewal (renewed every third of it);
+    #: 0: no lease, every instance learns every recipe (compare-and-set decides the writes)
+    lease_s: Annotated[float, msgspec.Meta(ge=0.0, le=3600.0)] = 10.0
+
+    def __post_init__(self) -> None:
+        if 0 < self.lease_s < 1:
+            raise ValueError(f"lease_s must be 0 (no lease) or at least 1 s, got {self.lease_s}")
 
 
 class ProbesConfig(Section, frozen=True):

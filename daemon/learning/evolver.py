@@ -18,6 +18,8 @@ snapshot (:mod:`alchemist.daemon.learning.snapshot`, which also says how
 template genes are learned) and runs :class:`alchemist.optimizers.Policy`
 (evolve, challengers, templates, gate); back on the loop, a winner is written
 to the KV bucket with compare-and-set and announced, and the population saved.
+With several instances, only the holder of a recipe's lease steps it, and its
+writes are fenced by the lease (:mod:`alchemist.daemon.learning.leadership`).
 How to learn is decided in ``optimizers/``; this module only moves data and decisions.
 """
 
@@ -36,6 +38,7 @@ import structlog
 
 from alchemist.answers.recipes import FALLBACK, Recipe
 from alchemist.daemon.config import Config, EvolverConfig
+from alchemist.daemon.learning.leadership import Leadership
 from alchemist.daemon.learning.snapshot import (
     Templates,
     Weights,
@@ -98,8 +101,10 @@ class Evolver:
 
     def __init__(self, cfg: Config, recipes: RecipeStore, index: ExperienceIndex,
                  providers: Sequence[str],
-                 templates: Mapping[str, Sequence[str]] | None = None) -> None:
+                 templates: Mapping[str, Sequence[str]] | None = None,
+                 leadership: Leadership | None = None) -> None:
         self.cfg = cfg
+        self.leadership = leadership or Leadership()
         self.ecfg = cfg.evolver
         self.recipes = recipes
         self.index = index
@@ -165,7 +170,11 @@ class Evolver:
             self._wake.clear()
             if self.ecfg.enabled and self.providers:
                 for name in list(self.recipes.current):
+                    if not self.leadership.leads(name):
+                        continue
                     try:
+                        self.state[name] = await self.leadership.resume(
+                            name, self.state.get(name) or _State(), self.providers)
                         await self.maybe_step(name)
                     except asyncio.CancelledError:
                         raise
@@ -256,11 +265,11 @@ class Evolver:
                                    fitness=round(decision.candidate, 6),
                                    baseline_fitness=round(decision.incumbent, 6),
                                    n_ratings=len(job.records), generation=st.generation)
-            if await self.recipes.publish(new, expected_revision=revision):
+            if await self.recipes.publish(new, expected_revision=revision, fence=self.leadership.leases):
                 self.counts["promotions"] += 1
                 _log_adopted(new, recipe.templates)
         st.done = max(st.done, job.upto)
-        await asyncio.to_thread(self._save, name, st)
+        await self._persist(name, st)
         return decision
 
     async def _calibrated(self, name: str, st: _State, job: _Job, revision: int,
@@ -277,15 +286,20 @@ class Evolver:
         new = job.recipe.successor(weights=out.weights, stop_margin=margin, reason="calibrated",
                                    fitness=round(fitted.score, 6), n_ratings=len(job.records),
                                    generation=st.generation)
-        if await self.recipes.publish(new, expected_revision=revision):
+        if await self.recipes.publish(new, expected_revision=revision, fence=self.leadership.leases):
             self.counts["promotions"] += 1
             st.calibrated = True
         log.info("evolver_calibrated", recipe=name, version=new.version, records=fitted.n,
                  score=round(fitted.score, 4), calls=round(fitted.calls, 2),
                  stop_margin=margin, published=st.calibrated)
         st.done = max(st.done, job.upto)
-        await asyncio.to_thread(self._save, name, st)
+        await self._persist(name, st)
         return decision
+
+    async def _persist(self, name: str, st: _State) -> None:
+        """Save the state here, and where the recipe's next leader finds it."""
+        await asyncio.to_thread(self._save, name, st)
+        await self.leadership.share(name, st)
 
     async def settled(self, name: str, records: int, timeout: float = 300.0) -> None:
         """Wait until ``records`` evidence records of recipe ``name`` are indexed and every
@@ -370,6 +384,7 @@ class Evolver:
                 await asyncio.wait_for(asyncio.shield(self._running), timeout=5.0)
         for name, st in self.state.items():
             await asyncio.to_thread(self._save, name, st)
+        await self.leadership.close()
 
 
 def _log_adopted(new: Recipe, before: Mapping[str, Mapping[str, str]]) -> None:

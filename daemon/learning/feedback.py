@@ -8,9 +8,12 @@ durable, so nothing is lost across daemon or broker restarts:
 * accepted   -> the joined record is stored in ``ALCHEMIST_RATED``, then acked
 * duplicate  -> same request id and user already counted: acked, counted once
 * unknown    -> no such request (or expired): retried briefly (the experience
-                may still be on its way from another instance), then acked
+                may still be on its way from another instance; longer while our
+                follower of the experience stream is behind it), then acked
                 and counted as rejected, with a log line
 * capped     -> the user passed ``evolver.user_cap`` ratings per window: acked, rejected
+                (counted in a KV bucket that every instance shares and that
+                outlives restarts: :mod:`alchemist.daemon.storage.limits`)
 * malformed  -> terminated with the reason logged, never redelivered
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -33,13 +36,17 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from alchemist.daemon.config import EvolverConfig
 from alchemist.daemon.learning.puller import BatchPuller
-from alchemist.daemon.storage.experience import BoundedMap, ExperienceIndex, Rated
+from alchemist.daemon.storage.buckets import open_kv
+from alchemist.daemon.storage.experience import ExperienceIndex, Rated
+from alchemist.daemon.storage.limits import SharedCap, limits_bucket
 from alchemist.daemon.storage.streams import Streams
 from alchemist.daemon.tasks import cancel
 from alchemist.schema import SchemaError, decode_json, decode_msgpack
 
 log = structlog.get_logger("alchemist.feedback")
 UNKNOWN_RETRIES = 3
+#: ... and up to this many while our follower of the experience stream is behind it
+BEHIND_RETRIES = 15
 #: a delivery not acked this long is redelivered; handling one rating takes milliseconds,
 #: and a delivery orphaned by a broker restart is retried this soon
 ACK_WAIT_S = 10.0
@@ -96,26 +103,6 @@ def parse_feedback(data: bytes) -> Feedback:
                     body.comment)
 
 
-class UserCap:
-    """At most ``cap`` accepted ratings per user in any ``window_s`` (bounded memory)."""
-
-    def __init__(self, cap: int, window_s: float, max_users: int = 100_000) -> None:
-        self.cap, self.window_s = cap, window_s
-        self._seen = BoundedMap(max_users)
-
-    def allow(self, user: str, now: float) -> bool:
-        times: deque[float] | None = self._seen.get(user)
-        if times is None:
-            times = deque(maxlen=self.cap)
-            self._seen.put(user, times)
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        if len(times) >= self.cap:
-            return False
-        times.append(now)
-        return True
-
-
 class FeedbackConsumer:
     """Reads the feedback stream and turns ratings into rated experience."""
 
@@ -124,13 +111,19 @@ class FeedbackConsumer:
         self.nc = nc
         self.streams = streams
         self.index = index
-        self.cap = UserCap(cfg.user_cap, cfg.user_window_s)
+        self.cfg = cfg
+        self.cap: SharedCap | None = None
         self.counts: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._sub: BatchPuller | None = None
         self._closing = asyncio.Event()
 
     async def start(self) -> None:
+        streams = self.streams
+        kv = await open_kv(self.nc.jetstream(timeout=5.0), limits_bucket(streams.prefix),
+                           replicas=streams.cfg.nats.replicas, ttl=self.cfg.user_window_s,
+                           description="llm-alchemist: each user's accepted ratings per window")
+        self.cap = SharedCap(kv, self.cfg.user_cap, self.cfg.user_window_s)
         self._closing.clear()
         await self._subscribe()
         self._task = asyncio.create_task(self._loop(), name="feedback")
@@ -201,7 +194,8 @@ class FeedbackConsumer:
     async def handle_batch(self, msgs: Sequence[Msg]) -> list[str]:
         """Process fetched messages; returns each one's outcome (also counted in ``counts``).
 
-        Each is decided in order (parse, duplicate, unknown, user cap); the
+        Each is decided in order (parse, duplicate, unknown), then the user caps of
+        those left are checked together (:meth:`SharedCap.allow_many`); the
         accepted ones are then journalled in ``ALCHEMIST_RATED`` all at once, and
         each is acked once its record is durable. One awaited publish per rating
         in turn kept the consumer at about 20 ratings/s on a daemon busy serving
@@ -223,6 +217,7 @@ class FeedbackConsumer:
                 keys.add(rec.key)
                 accepted.append((len(outcomes), msg, rec))
             outcomes.append(outcome)
+        accepted = await self._capped(accepted, outcomes)
         results = await asyncio.gather(*(self.streams.rate(rec) for _, _, rec in accepted),
                                        return_exceptions=True)
         for (i, msg, rec), result in zip(accepted, results, strict=True):
@@ -235,6 +230,25 @@ class FeedbackConsumer:
                      version=rec.experience.version)
             outcomes[i] = self._count("accepted")
         return outcomes
+
+    async def _capped(self, accepted: list[tuple[int, Msg, Rated]],
+                      outcomes: list[str]) -> list[tuple[int, Msg, Rated]]:
+        """The ratings within their users' caps (one compare-and-set per user of the batch,
+        all at once); the others are acked as rejected, or left for redelivery."""
+        assert self.cap is not None, "start() first"
+        allowed = await self.cap.allow_many([rec.user for _, _, rec in accepted])
+        kept = []
+        for (i, msg, rec), ok in zip(accepted, allowed, strict=True):
+            if isinstance(ok, BaseException):
+                outcomes[i] = await self._not_processed(msg, ok)
+            elif ok:
+                kept.append((i, msg, rec))
+            else:
+                log.warning("feedback_rejected", reason="user_cap",
+                            request_id=rec.experience.request_id)
+                await msg.ack()
+                outcomes[i] = self._count("rejected_user_cap")
+        return kept
 
     async def _not_processed(self, msg: Msg, exc: BaseException) -> str:
         log.warning("feedback_not_processed", error=type(exc).__name__)
@@ -259,17 +273,15 @@ class FeedbackConsumer:
             return self._count("duplicate"), None
         exp = self.index.get(fb.request_id)
         if exp is None:
-            if msg.metadata.num_delivered < UNKNOWN_RETRIES:
+            delivered = msg.metadata.num_delivered
+            if delivered < UNKNOWN_RETRIES or (delivered < BEHIND_RETRIES
+                                               and await self.streams.experience_behind()):
                 await msg.nak(delay=1.0)
                 return "retry", None
             log.warning("feedback_rejected", reason="unknown_request", request_id=fb.request_id)
             await msg.ack()
             return self._count("rejected_unknown"), None
-        if not self.cap.allow(fb.user, time.monotonic()):
-            log.warning("feedback_rejected", reason="user_cap", request_id=fb.request_id)
-            await msg.ack()
-            return self._count("rejected_user_cap"), None
-        return "accept", Rated(exp, fb.rating, fb.user, fb.ts)
+        return "accept", Rated(exp, fb.rating, fb.user, fb.ts)  # if within the user's cap
 
     def _count(self, outcome: str) -> str:
         self.counts[outcome] += 1

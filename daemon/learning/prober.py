@@ -36,7 +36,6 @@ import json
 import os
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -47,6 +46,7 @@ from alchemist.adapters import ChatRequest
 from alchemist.answers.fusion import Candidate, similarity_matrix
 from alchemist.daemon.config import ProbesConfig
 from alchemist.daemon.learning import golden
+from alchemist.daemon.learning.budget import Budget
 from alchemist.daemon.learning.golden import record_id
 from alchemist.daemon.serving.fanout import FanOut, Outcome
 from alchemist.daemon.storage.experience import PROBE_USER, PROBES_KEY, TRIAL_USER, Experience, Rated
@@ -54,10 +54,8 @@ from alchemist.daemon.tasks import cancel
 from alchemist.probes.suites import Probe, Suite, Template, render
 
 log = structlog.get_logger("alchemist.prober")
-#: the costs of a day are summed in slots of this many seconds: at most 98 sums whatever the
-#: limits (a cost counts until its slot has wholly left the day: up to this much longer)
-COST_SLOT_S = 900.0
-_DAY_S = 86400.0
+#: the lease whose holder probes (one prober per deployment; never a recipe name)
+PROBER_LEASE = "_prober"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,55 +75,6 @@ class ProbeResult:
     def asked_with(self) -> tuple[str | None, ...]:
         """The template of each outcome's provider (None for every one when not recorded)."""
         return self.templates or (None,) * len(self.outcomes)
-
-
-class Budget:
-    """Calls per hour and USD per day, over sliding windows (bounded memory).
-
-    Calls are kept one timestamp each, at most ``calls_per_hour`` of them (more
-    could never be allowed). Costs are summed per :data:`COST_SLOT_S` slot, so
-    how many are kept does not depend on the limits: a smaller
-    ``calls_per_hour`` never forgets money already spent.
-    """
-
-    def __init__(self, calls_per_hour: int, cost_per_day: float) -> None:
-        self.calls_per_hour = calls_per_hour
-        self.cost_per_day = cost_per_day
-        self._calls: deque[float] = deque(maxlen=calls_per_hour)
-        self._costs: deque[tuple[float, float]] = deque(maxlen=int(_DAY_S // COST_SLOT_S) + 2)
-
-    def allows(self, calls: int, now: float) -> bool:
-        """Whether ``calls`` more fit in the last hour's calls and the last day's costs."""
-        while self._calls and now - self._calls[0] > 3600:
-            self._calls.popleft()
-        return (len(self._calls) + calls <= self.calls_per_hour
-                and self.spent(now) < self.cost_per_day)
-
-    def spent(self, now: float) -> float:
-        """USD spent in the last day (counted by slot: see :data:`COST_SLOT_S`)."""
-        while self._costs and now - (self._costs[0][0] + COST_SLOT_S) > _DAY_S:
-            self._costs.popleft()
-        return sum(c for _, c in self._costs)
-
-    def resize(self, calls_per_hour: int, cost_per_day: float) -> None:
-        """New limits; the calls and costs already spent still count (calls: the latest
-        ``calls_per_hour``, enough to refuse more; costs: all of the last day's)."""
-        self.calls_per_hour = calls_per_hour
-        self.cost_per_day = cost_per_day
-        self._calls = deque(self._calls, maxlen=calls_per_hour)
-
-    def spend(self, calls: int, cost: float, now: float) -> None:
-        """Count ``calls`` calls costing ``cost`` USD in all, made at ``now``."""
-        self._calls.extend([now] * calls)
-        slot = now - now % COST_SLOT_S
-        if self._costs and self._costs[-1][0] == slot:
-            self._costs[-1] = (slot, self._costs[-1][1] + cost)
-        else:
-            self._costs.append((slot, cost))
-
-    @property
-    def calls_last_hour(self) -> int:
-        return len(self._calls)
 
 
 def sample(suites: Sequence[Suite], n: int, rng: random.Random) -> list[Probe]:
@@ -230,12 +179,15 @@ class Prober:
                  catalog: Mapping[str, Sequence[Template]] | None = None,
                  chosen: Callable[[str, str], str | None] | None = None,
                  use_templates: Callable[[], bool] | None = None,
-                 journal: Callable[[], Iterable[Rated]] | None = None) -> None:
+                 journal: Callable[[], Iterable[Rated]] | None = None,
+                 leader: Callable[[], bool] | None = None) -> None:
         """``catalog``: each skill's templates; ``chosen(skill, provider)``: the template
         the ``default`` recipe sends that provider (None: none); ``use_templates()``:
         whether that recipe can use templates at all (if not, no trials are spent);
         ``journal()``: the journaled records (the experience index's rated records), where
-        the golden probes already asked are read back (:mod:`.golden`)."""
+        the golden probes already asked are read back (:mod:`.golden`), and the budget
+        spent (:meth:`Budget.from_journal`); ``leader()``: whether this instance holds the
+        prober lease (:data:`PROBER_LEASE`): only the holder probes on schedule."""
         self.cfg = cfg
         self.suites = list(suites)
         self.catalog = {s: tuple(ts) for s, ts in (catalog or {}).items()}
@@ -248,6 +200,8 @@ class Prober:
         self.budget = Budget(cfg.calls_per_hour, cfg.cost_per_day)
         self.rng = rng or random.Random()
         self._journal = journal or (lambda: ())
+        self._leader = leader or (lambda: True)
+        self._leading = False
         #: each golden probe's tag (:func:`.golden.golden_tag`), by key; and the probe it is of
         self._golden_tags: dict[str, str] = {}
         self._tagged: dict[str, Probe] = {}
@@ -278,6 +232,14 @@ class Prober:
         delay = self.cfg.first_run_s
         while True:
             await asyncio.sleep(delay)
+            if not self._leader():
+                self._leading = False
+                delay = min(1.0, self.cfg.interval_s)  # another instance probes: check again soon
+                continue
+            if not self._leading:  # a new term: what any instance spent still counts
+                self._leading = True
+                self.budget = Budget.from_journal(self.cfg.calls_per_hour, self.cfg.cost_per_day,
+                                                  self._journal())
             try:
                 await self.run_once()
             except asyncio.CancelledError:

@@ -3,11 +3,14 @@
 Per recipe, ``<state>/evolver/<recipe>.npz`` holds the population with the
 stream position it learned up to (and whether the recipe was calibrated), so a
 restart resumes them. A population for other providers is dropped: its genes
-mean something else now.
+mean something else now. The same bytes (:func:`dump_state`, :func:`parse_state`)
+are shared through a KV bucket, so whichever instance next holds a recipe's
+evolver lease resumes where the last holder stopped (:mod:`.leadership`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ import structlog
 
 from alchemist.answers.recipes import FALLBACK
 
-__all__ = ["State", "load_state", "save_state"]
+__all__ = ["State", "dump_state", "load_state", "parse_state", "save_state"]
 
 log = structlog.get_logger("alchemist.evolver")
 
@@ -47,26 +50,45 @@ class State:
     calibrated: bool = False
 
 
+def dump_state(st: State) -> bytes | None:
+    """A recipe's state as bytes (an ``.npz``); None before its first population."""
+    if st.population is None:
+        return None
+    out = io.BytesIO()
+    np.savez(out, population=st.population, skills=np.asarray(st.skills),
+             providers=np.asarray(st.providers), generation=st.generation,
+             layout=np.asarray(st.layout), seen=st.done, calibrated=st.calibrated)
+    return out.getvalue()
+
+
 def save_state(folder: Path, name: str, st: State) -> None:
     """Write a recipe's state atomically (nothing to save before its first population)."""
-    if st.population is None:
+    data = dump_state(st)
+    if data is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.tmp.npz"
-    np.savez(tmp, population=st.population, skills=np.asarray(st.skills),
-             providers=np.asarray(st.providers), generation=st.generation,
-             layout=np.asarray(st.layout), seen=st.done, calibrated=st.calibrated)
+    tmp.write_bytes(data)
     os.replace(tmp, folder / f"{name}.npz")
 
 
 def load_state(folder: Path, name: str, providers: tuple[str, ...]) -> State:
     """A recipe's saved state; its population only if it was for these ``providers``."""
-    st = State()
     path = folder / f"{name}.npz"
     if not path.exists():
-        return st
+        return State()
     try:
-        with np.load(path) as z:
+        return parse_state(path.read_bytes(), name, providers)
+    except OSError as exc:
+        log.warning("evolver_state_unreadable", recipe=name, error=type(exc).__name__)
+        return State()
+
+
+def parse_state(data: bytes, name: str, providers: tuple[str, ...]) -> State:
+    """A recipe's state from :func:`dump_state`'s bytes (an empty one if unreadable)."""
+    st = State()
+    try:
+        with np.load(io.BytesIO(data)) as z:
             # where the finished steps got to in the stream: the next step is the next
             # boundary's, whatever the providers
             st.seen = st.done = int(z["seen"]) if "seen" in z else 0
@@ -79,6 +101,6 @@ def load_state(folder: Path, name: str, providers: tuple[str, ...]) -> State:
                 st.layout = str(z["layout"]) if "layout" in z else ""
                 log.info("evolver_resumed", recipe=name, generation=st.generation,
                          population=len(st.population), seen=st.seen)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError) as exc:
         log.warning("evolver_state_unreadable", recipe=name, error=type(exc).__name__)
     return st

@@ -35,7 +35,8 @@ from alchemist.daemon.config import Config, load_config
 from alchemist.daemon.http import FrontDoor, open_front_door
 from alchemist.daemon.learning.evolver import Evolver
 from alchemist.daemon.learning.feedback import FeedbackConsumer
-from alchemist.daemon.learning.prober import Prober
+from alchemist.daemon.learning.prober import PROBER_LEASE, Prober
+from alchemist.daemon.runtime.cluster import instance_id, leadership, service_identity
 from alchemist.daemon.runtime.launch import loop_name
 from alchemist.daemon.runtime.notify import Notifier
 from alchemist.daemon.runtime.reload import (
@@ -69,6 +70,7 @@ class Daemon:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.instance = instance_id()  # names this process in leases and in $SRV replies
         self.embedded: EmbeddedNats | None = None
         self.url = cfg.nats.url
         self.nc: Client | None = None
@@ -115,7 +117,7 @@ class Daemon:
         self.session = make_session()
         self.providers = {s.name: build_provider(s, self.session) for s in specs}
         self._specs = {s.name: s for s in specs}
-        self.recipes = RecipeStore(self.nc, cfg.service.subject_prefix)
+        self.recipes = RecipeStore(self.nc, cfg.service.subject_prefix, cfg.nats.replicas)
         await self.recipes.start(cfg.recipes, list(self.providers))
         self.streams = Streams(self.nc, cfg, self.index)
         await self.streams.ensure()
@@ -124,7 +126,9 @@ class Daemon:
         self.feedback = FeedbackConsumer(self.nc, self.streams, self.index, cfg.evolver)
         await self.feedback.start()
         self.evolver = Evolver(cfg, self.recipes, self.index, list(self.providers),
-                               {skill: [t.name for t in ts] for skill, ts in self.templates.items()})
+                               {skill: [t.name for t in ts] for skill, ts in self.templates.items()},
+                               await leadership(cfg, self.nc, self.recipes, self.instance,
+                                                self.metrics))
         await self.evolver.start()
         self.service = InferenceService(
             cfg, self.providers, self.recipes, self.streams, metrics=self.metrics,
@@ -159,9 +163,11 @@ class Daemon:
             recipe = recipes.get("default")
             return recipe.template(skill, provider) if recipe and use_templates() else None
 
+        leads = self.evolver.leadership.leads if self.evolver else (lambda _: True)
         return Prober(self.cfg.probes, suites, lambda: service.fanout, streams.rate, nc.publish,
                       self.cfg.service.subject_prefix, catalog=self.templates, chosen=chosen,
-                      use_templates=use_templates, journal=self.index.rated.values)
+                      use_templates=use_templates, journal=self.index.rated.values,
+                      leader=lambda: leads(PROBER_LEASE))
 
     async def _serve(self, service: InferenceService, nc: Client) -> None:
         """Take requests (the micro service), once the broker routes them; then metrics."""
@@ -173,7 +179,9 @@ class Daemon:
                         broker=nc.max_payload)
         self._micro = await add_metered_service(nc, ServiceConfig(
             name="alchemist", version=__version__, queue_group="alchemist",
-            description="llm-alchemist: fused answers from several LLM providers"),
+            description="llm-alchemist: fused answers from several LLM providers",
+            **service_identity(self.instance, lambda: self.recipes, lambda: service.inflight,
+                               lambda: self.evolver.leadership if self.evolver else None)),
             {"infer": service.meter})
         await self._micro.add_endpoint(name="infer", subject=subject, handler=service.on_request)
         await self._until_reachable(subject)

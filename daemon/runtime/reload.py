@@ -38,7 +38,7 @@ RESTART_ONLY: Mapping[str, tuple[str, ...] | None] = {
     "http": None,
     "experience": None,
     "probes": ("enabled", "suites_dir", "shipped_suites"),
-    "evolver": ("user_cap", "user_window_s"),
+    "evolver": ("user_cap", "user_window_s", "lease_s"),
 }
 
 

@@ -110,6 +110,13 @@ class EmbeddedNats:
             proc.kill()
             await asyncio.to_thread(proc.wait)
 
+    async def kill(self) -> None:
+        """Stop the server at once (SIGKILL), as a crash would; :meth:`start` brings it back."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -2,7 +2,9 @@
 
 Key = recipe name; value = the recipe's JSON. Writes use compare-and-set on
 the key's revision, so two instances promoting at once can't overwrite each
-other: the loser re-reads and carries on. Every write is also published on
+other: the loser re-reads and carries on. An evolver's write is also fenced by its
+lease (:mod:`alchemist.daemon.storage.lease`, whose keys share the bucket and
+which the watch skips): it lands only while the writer holds the lease. Every write is also published on
 ``<prefix>.recipes.<name>``. A watcher swaps new versions in; a request
 in flight keeps the recipe object it started with, so nothing is dropped.
 """
@@ -13,15 +15,24 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import nats.errors
 import structlog
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.api import Header
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KeyValue
 
 from alchemist.answers.recipes import Recipe, RecipeError
 from alchemist.daemon.config import RecipeConfig
+from alchemist.daemon.storage.lease import LEASE_PREFIX
 from alchemist.daemon.tasks import cancel
 
 log = structlog.get_logger("alchemist.recipes")
@@ -33,6 +44,16 @@ def bucket_name(prefix: str) -> str:
     return f"{prefix.replace('.', '_')}_recipes"
 JSON_HEADERS = {"Content-Type": "application/json"}
 Listener = Callable[[Recipe], None]
+#: JetStream's "wrong last sequence" (of the stream or of the subject)
+_WRONG_LAST_SEQUENCE = 10071
+_FENCE_TRIES = 5
+
+
+class Fence(Protocol):
+    """What a fenced write needs: :meth:`alchemist.daemon.storage.lease.Leases.fenced`."""
+
+    def fenced(self, name: str) -> AbstractAsyncContextManager[int | None]:
+        """Yield the stream sequence a write must find last (None: the lease is not held)."""
 
 
 def encode_recipe(recipe: Recipe) -> bytes:
@@ -49,9 +70,10 @@ def decode_recipe(data: bytes) -> Recipe:
 class RecipeStore:
     """Current recipes of this instance, kept in step with the KV bucket."""
 
-    def __init__(self, nc: Client, prefix: str) -> None:
+    def __init__(self, nc: Client, prefix: str, replicas: int = 1) -> None:
         self.nc = nc
         self.prefix = prefix
+        self.replicas = replicas
         self.bucket = bucket_name(prefix)
         self.current: dict[str, Recipe] = {}
         self._revision: dict[str, int] = {}
@@ -68,7 +90,8 @@ class RecipeStore:
                 raise RecipeError(f"no recipe bucket {self.bucket!r} yet: start the daemon once "
                                   "(alchemist run) so it creates its recipes") from None
             self._kv = await js.create_key_value(bucket=self.bucket, history=64,
-                                                 description="llm-alchemist recipes")
+                                                 replicas=self.replicas,
+                                                 description="llm-alchemist recipes and leases")
         return self._kv
 
     @property
@@ -119,17 +142,55 @@ class RecipeStore:
                 listener(recipe)
         return True
 
-    async def publish(self, recipe: Recipe, *, expected_revision: int) -> bool:
-        """CAS-write a new version and announce it; False if someone else wrote first."""
-        try:
-            rev = await self.kv.update(recipe.name, encode_recipe(recipe), last=expected_revision)
-        except KeyWrongLastSequenceError:
-            log.info("recipe_cas_lost", recipe=recipe.name, version=recipe.version)
-            await self.refresh(recipe.name)
-            return False
+    async def publish(self, recipe: Recipe, *, expected_revision: int,
+                      fence: Fence | None = None) -> bool:
+        """CAS-write a new version and announce it; False if someone else wrote first,
+        or (with ``fence``) if the writer does not hold the recipe's lease."""
+        if fence is not None:
+            rev = await self._fenced_write(recipe, expected_revision, fence)
+            if rev is None:
+                return False
+        else:
+            try:
+                rev = await self.kv.update(recipe.name, encode_recipe(recipe),
+                                           last=expected_revision)
+            except KeyWrongLastSequenceError:
+                log.info("recipe_cas_lost", recipe=recipe.name, version=recipe.version)
+                await self.refresh(recipe.name)
+                return False
         self._set(recipe, rev)
         await self._announce(recipe)
         return True
+
+    async def _fenced_write(self, recipe: Recipe, expected_revision: int,
+                            fence: Fence) -> int | None:
+        """The write, sent with the recipe's revision and the stream sequence of the
+        writer's lease renewal as conditions (see :mod:`alchemist.daemon.storage.lease`).
+        Another key's write in between (another recipe's lease, say) fails it too: then it
+        renews and tries again, a few times."""
+        js = self.nc.jetstream(timeout=5.0)
+        subject = f"$KV.{self.bucket}.{recipe.name}"
+        for _ in range(_FENCE_TRIES):
+            async with fence.fenced(recipe.name) as sequence:
+                if sequence is None:
+                    log.warning("recipe_write_fenced", recipe=recipe.name,
+                                version=recipe.version, reason="lease not held")
+                    return None
+                try:
+                    ack = await js.publish(subject, encode_recipe(recipe), headers={
+                        Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected_revision),
+                        Header.EXPECTED_LAST_SEQUENCE: str(sequence)})
+                    return int(ack.seq)
+                except APIError as exc:
+                    if exc.err_code != _WRONG_LAST_SEQUENCE:
+                        raise
+            await self.refresh(recipe.name)
+            if self.revision(recipe.name) != expected_revision:
+                log.info("recipe_cas_lost", recipe=recipe.name, version=recipe.version)
+                return None
+        log.warning("recipe_write_fenced", recipe=recipe.name, version=recipe.version,
+                    reason="the bucket kept changing")
+        return None
 
     async def _announce(self, recipe: Recipe) -> None:
         await self.nc.publish(f"{self.prefix}.recipes.{recipe.name}", encode_recipe(recipe),
@@ -198,7 +259,8 @@ class RecipeStore:
                         for name in list(self.current):
                             await self.refresh(name)
                         continue
-                    if entry is None or not entry.value or entry.operation is not None:
+                    if (entry is None or not entry.value or entry.operation is not None
+                            or entry.key.startswith(LEASE_PREFIX)):
                         continue
                     try:
                         self._set(decode_recipe(entry.value), entry.revision or 0)

@@ -75,10 +75,11 @@ class Streams:
             await self.journal.start()
 
     async def _ensure(self, **config: Any) -> None:
+        config.update(storage=StorageType.FILE, num_replicas=self.cfg.nats.replicas)
         try:
-            await self.js.add_stream(storage=StorageType.FILE, **config)
-        except BadRequestError:  # exists with other limits: bring it to ours
-            await self.js.update_stream(storage=StorageType.FILE, **config)
+            await self.js.add_stream(**config)
+        except BadRequestError:  # exists with other limits (or replicas): bring it to ours
+            await self.js.update_stream(**config)
 
     async def follow(self) -> None:
         """Follow the experience and rated streams into the in-memory index."""
@@ -125,6 +126,12 @@ class Streams:
                 await asyncio.sleep(0.01)
         log.info("replay_done", experiences=len(self.index.experiences),
                  rated=len(self.index.rated))
+
+    async def experience_behind(self) -> bool:
+        """Whether our follower of the experience stream has not applied all it holds (a
+        follower re-created after a broker node's loss is, for a few seconds)."""
+        state = (await self.js.stream_info(self.experience_stream)).state
+        return self._seen.get(self.experience_stream, 0) < state.last_seq
 
     def record(self, exp: Experience) -> None:
         """Journal an experience: this instance indexes it at once, and the journal

@@ -26,6 +26,9 @@ Metrics (stable names; labels in braces)
 * ``alchemist_inflight_requests`` (gauge): requests being served right now.
 * ``alchemist_breaker_open{provider}`` (gauge): 1 while the provider's circuit breaker is
   open (its calls are skipped), else 0.
+* ``alchemist_lease_held{lease}`` (gauge): 1 while this instance holds the lease (a recipe's
+  name: it evolves that recipe; ``_prober``: it probes), else 0. Summed over instances, 0
+  for longer than a lease means nobody learns.
 * ``alchemist_event_loop_tasks`` (gauge): asyncio tasks alive on the daemon's event loop (flat
   under steady load; a climb is a task leak).
 * ``alchemist_experience_records{kind}`` (gauge): records held in memory by the experience
@@ -120,6 +123,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("alchemist_breaker_open", "gauge",
                "1 while the provider's circuit breaker is open, else 0.", ("provider",),
                scraped=True),
+    MetricSpec("alchemist_lease_held", "gauge",
+               "1 while this instance holds the lease (a recipe's evolver, or _prober), else 0.",
+               ("lease",), scraped=True),
     MetricSpec("alchemist_event_loop_tasks", "gauge",
                "Asyncio tasks alive on the daemon's event loop.", scraped=True),
     MetricSpec("alchemist_experience_records", "gauge",

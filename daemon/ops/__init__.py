@@ -1,0 +1,1 @@
+"""CLI verbs beyond the core ones (``alchemist probe``, ``alchemist status``)."""
