@@ -7,7 +7,8 @@ import asyncio
 from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
-from alchemist.daemon.storage.journal import Journal
+from alchemist.daemon.learning.feedback import BEHIND_RETRIES, LANDS_WITHIN_S
+from alchemist.daemon.storage.journal import RETRY_HORIZON_S, Journal
 from alchemist.daemon.storage.streams import stream_name
 from tests.conftest import DaemonFactory, infer, until
 from tests.fakes import Behaviour, FakeOpenAI
@@ -85,3 +86,27 @@ async def test_the_daemon_journals_every_answer_in_order_and_loses_none_at_stop(
     subject = "alchemist.experience"
     assert stream_name("alchemist", "EXPERIENCE") == "ALCHEMIST_EXPERIENCE"
     assert await _stored_ids(nc, subject, 20) == request_ids
+
+
+async def test_a_stream_that_is_not_there_yet_gets_its_records_on_a_retry(nc: Client) -> None:
+    """A stream electing a leader (after a node's loss) answers "no responders" for a moment:
+    the records are published again with their message ids, and none is lost or doubled."""
+    journal = Journal(nc, "jt.late", max_batch=10, interval_s=0.01)
+    await journal.start()
+    ids = [f"late{i}" for i in range(25)]
+    for msg_id in ids:
+        journal.add(msg_id.encode(), msg_id)
+    await until(lambda: journal.retried >= 25, timeout=5.0)  # every record failed once
+    await nc.jetstream().add_stream(name="JL", subjects=["jt.late"])
+    await until(lambda: journal.acked == 25, timeout=10.0)
+    assert journal.dropped == 0 and journal.pending == 0
+    assert sorted(await _stored_ids(nc, "jt.late", 25)) == sorted(ids)
+    await journal.close()
+
+
+def test_a_rating_waits_longer_than_its_records_retries() -> None:
+    """A rating of a request whose record another instance is still retrying waits for it:
+    for a young request, the consumer's patience for unknown requests (1 s between
+    deliveries) outlasts the ack timeout and the retries, so such a rating is rejected only
+    if its record was dropped."""
+    assert BEHIND_RETRIES * 1.0 >= LANDS_WITHIN_S > RETRY_HORIZON_S

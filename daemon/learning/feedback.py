@@ -9,7 +9,9 @@ durable, so nothing is lost across daemon or broker restarts:
 * duplicate  -> same request id and user already counted: acked, counted once
 * unknown    -> no such request (or expired): retried briefly (the experience
                 may still be on its way from another instance; longer while our
-                follower of the experience stream is behind it), then acked
+                follower of the experience stream is behind it, or while the
+                request is young enough for its record to be still landing),
+                then acked
                 and counted as rejected, with a log line
 * capped     -> the user passed ``evolver.user_cap`` ratings per window: acked, rejected
                 (counted in a KV bucket that every instance shares and that
@@ -36,17 +38,24 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from alchemist.daemon.config import EvolverConfig
 from alchemist.daemon.learning.puller import BatchPuller
+from alchemist.daemon.serving.service import issued_at
 from alchemist.daemon.storage.buckets import open_kv
 from alchemist.daemon.storage.experience import ExperienceIndex, Rated
+from alchemist.daemon.storage.journal import ACK_TIMEOUT_S, RETRY_HORIZON_S
 from alchemist.daemon.storage.limits import SharedCap, limits_bucket
 from alchemist.daemon.storage.streams import Streams
 from alchemist.daemon.tasks import cancel
 from alchemist.schema import SchemaError, decode_json, decode_msgpack
 
 log = structlog.get_logger("alchemist.feedback")
+#: deliveries, 1 s apart, of a rating whose request is unknown here
 UNKNOWN_RETRIES = 3
-#: ... and up to this many while our follower of the experience stream is behind it
+#: ... and up to this many while our follower of the experience stream is behind it, or while
+#: the request is younger than :data:`LANDS_WITHIN_S`: its record may still be on its way
+#: (another instance's journal retries a record the broker refused while it elected a stream
+#: leader, up to ``journal.RETRY_HORIZON_S`` after an ack that took up to its timeout)
 BEHIND_RETRIES = 15
+LANDS_WITHIN_S = ACK_TIMEOUT_S + RETRY_HORIZON_S + 1.0
 #: a delivery not acked this long is redelivered; handling one rating takes milliseconds,
 #: and a delivery orphaned by a broker restart is retried this soon
 ACK_WAIT_S = 10.0
@@ -274,8 +283,10 @@ class FeedbackConsumer:
         exp = self.index.get(fb.request_id)
         if exp is None:
             delivered = msg.metadata.num_delivered
-            if delivered < UNKNOWN_RETRIES or (delivered < BEHIND_RETRIES
-                                               and await self.streams.experience_behind()):
+            issued = issued_at(fb.request_id)
+            young = issued is not None and time.time() - issued < LANDS_WITHIN_S
+            if delivered < UNKNOWN_RETRIES or (delivered < BEHIND_RETRIES and (
+                    young or await self.streams.experience_behind())):
                 await msg.nak(delay=1.0)
                 return "retry", None
             log.warning("feedback_rejected", reason="unknown_request", request_id=fb.request_id)

@@ -63,6 +63,17 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
 
 
+def issued_at(request_id: str) -> float | None:
+    """When a request id of :func:`new_request_id` was made (unix seconds); None for another
+    shape (a client may rate any string)."""
+    if len(request_id) != 22:
+        return None
+    try:
+        return int(request_id[:12], 16) / 1000.0
+    except ValueError:
+        return None
+
+
 class InferenceService:
     """Serves inference requests with the current recipes."""
 
