@@ -32,7 +32,7 @@ async def answer(service: InferenceService, body: InferBody, size: int,
     request_id = new_request_id()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        refusal = service._refusal(size)  # the NATS door's admission rule, shared
+        refusal = service.refusal(size)  # the NATS door's admission rule, shared
         if refusal is not None:
             raise refusal
         service.inflight += 1
@@ -50,10 +50,5 @@ async def answer(service: InferenceService, body: InferBody, size: int,
         service.counts["error_internal"] += 1
         raise InferError("internal", f"internal error while serving request {request_id}; "
                          "it is logged under that id") from None
-    service.counts["ok"] += 1
-    service.confidence_sum += reply["confidence"]
-    if service.metrics is not None:
-        service.metrics.observe("alchemist_request_latency_seconds", reply["latency_ms"] / 1000)
-    if exp is not None and service.streams is not None:
-        service.streams.record(exp)  # published in the journal's next batch
+    service.served(reply, exp)
     return reply

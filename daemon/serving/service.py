@@ -139,7 +139,7 @@ class InferenceService:
             return
         as_json = is_json(req.headers)
         self.counts["requests"] += 1
-        refusal = self._refusal(len(req.data))
+        refusal = self.refusal(len(req.data))
         if refusal is not None:
             await self._reply_error(req, as_json, refusal)
             self.meter.record(started, _described(refusal))
@@ -149,7 +149,7 @@ class InferenceService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _refusal(self, size: int) -> InferError | None:
+    def refusal(self, size: int) -> InferError | None:
         """Why a request of ``size`` bytes is refused at once (None: it is admitted)."""
         limit = self.cfg.service.max_payload
         if size > limit:
@@ -159,6 +159,15 @@ class InferenceService:
             return InferError("overloaded", f"{self.inflight} requests are in flight, the limit "
                               f"is {self.cfg.service.max_concurrency}; retry shortly")
         return None
+
+    def served(self, reply: Mapping[str, Any], exp: Experience | None) -> None:
+        """Count an answer that reached its requester (by either door), time it, journal it."""
+        self.counts["ok"] += 1
+        self.confidence_sum += reply["confidence"]
+        if self.metrics is not None:
+            self.metrics.observe("alchemist_request_latency_seconds", reply["latency_ms"] / 1000)
+        if exp is not None and self.streams is not None:
+            self.streams.record(exp)  # published in the journal's next batch
 
     async def _serve(self, req: Request, as_json: bool, started: int) -> None:
         request_id = new_request_id()
@@ -177,13 +186,7 @@ class InferenceService:
                                  "fewer max_tokens or leave out include_candidates")
             await req.respond(body, headers=JSON_HEADERS if as_json else None)
             replied = True
-            self.counts["ok"] += 1
-            self.confidence_sum += reply["confidence"]
-            if self.metrics is not None:
-                self.metrics.observe("alchemist_request_latency_seconds",
-                                     reply["latency_ms"] / 1000)
-            if exp is not None and self.streams is not None:
-                self.streams.record(exp)  # published in the journal's next batch
+            self.served(reply, exp)
         except InferError as exc:
             failed = _described(exc)
             await self._reply_error(req, as_json, exc)
